@@ -43,3 +43,16 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, exp1_dataset_dir: P
     train = load_dataset(str(exp1_dataset_dir), "all", split="train")
     texts = [p + c for p, c in zip(train["prompt"], train["completion"], strict=True)]
     return build_tiny_model(texts, tmp_path_factory.mktemp("models") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def hub_server():
+    """A Hub-compatible server on 127.0.0.1 (`tests/hub_server.py`); clients run with `hub_server.client_env(home)`.
+
+    Hub clients read `HF_ENDPOINT`/`HF_HUB_OFFLINE` at import, and this process imported them offline: run clients in
+    subprocesses with `os.environ | hub_server.client_env(str(tmp_path))`. Use a repository id unique to your test.
+    """
+    from hub_server import HubServer
+
+    with HubServer() as server:
+        yield server

@@ -1,0 +1,344 @@
+"""`reversal-hf report RUN_DIR... --output DIR`: the paper's tables and figures from evaluated run folders.
+
+Writes `report.md`, `report.json` (every number the Markdown shows, each with the run folders it came from) and PNG
+figures. Everything is built in a temporary folder first, so bad input or a failed plot leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from reversal_hf import __version__, paper_numbers
+from reversal_hf.reporting import figures, tables
+from reversal_hf.reporting.runs import ReportInputError, Run, group_runs, load_runs
+
+DEFAULT_TITLE = "The Reversal Curse: reproduction report"
+SWEEP_SPLITS = {"exp1": tables.EXP1_SWEEP_SPLITS, "exp3": ()}
+NOT_AVAILABLE = "–"
+
+
+def _percent_value(fraction: float | None) -> str:
+    return NOT_AVAILABLE if fraction is None else f"{100 * fraction:.1f}"
+
+
+def _percent(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return NOT_AVAILABLE
+    spread = "" if entry["sd"] is None else f" ± {_percent_value(entry['sd'])}"
+    return _percent_value(entry["mean"]) + spread
+
+
+def _number(entry: dict[str, Any] | None, spread_key: str = "sd") -> str:
+    if entry is None:
+        return NOT_AVAILABLE
+    spread = "" if entry[spread_key] is None else f" ± {entry[spread_key]:.3f}"
+    return f"{entry['mean']:.3f}{spread}"
+
+
+def _pvalues(per_run: dict[str, float]) -> str:
+    return ", ".join(f"{value:.3g}" for value in per_run.values()) or NOT_AVAILABLE
+
+
+def collect(runs: list[Run]) -> dict[str, Any]:
+    """Every table of the report, as JSON-ready numbers."""
+    exp1, exp3 = group_runs(runs, "exp1"), group_runs(runs, "exp3")
+    return {
+        "exp1_table1": tables.exp1_table(exp1),
+        "exp1_likelihood": tables.likelihood_table(exp1),
+        "exp1_in_context": tables.in_context_table(exp1),
+        "exp2": tables.exp2_table(runs) if any("exp2" in run.metrics for run in runs) else None,
+        "exp3": tables.exp3_table(exp3),
+        "sweeps": tables.sweeps(exp1 + exp3, SWEEP_SPLITS),
+        "prompt_tuning": tables.prompt_tuning_table(exp1 + exp3),
+    }
+
+
+# Each table as (headers, rows of cells): shared by the Markdown report and the terminal summary.
+Rows = tuple[list[str], list[list[str]]]
+
+
+def table1_rows(table: list[dict[str, Any]]) -> Rows:
+    headers = ["model", "seeds", "direction", "same direction", "reverse direction", "random-name baseline"]
+    headers += [f"paper same ({paper_numbers.EXP1_TABLE1_MODEL})", "paper reverse"]
+    rows = [
+        [group["group"], str(group["n_seeds"]), row["direction"], _percent(row["same"]), _percent(row["reverse"])]
+        + [
+            _percent(row["random_baseline"]),
+            _percent_value(row["paper"]["same"]),
+            _percent_value(row["paper"]["reverse"]),
+        ]
+        for group in table
+        for row in group["rows"]
+    ]
+    return headers, rows
+
+
+def other_splits_rows(table: list[dict[str, Any]]) -> Rows:
+    return ["model", *tables.EXP1_OTHER_SPLITS], [
+        [group["group"], *(_percent(group["other_splits"][split]) for split in tables.EXP1_OTHER_SPLITS)]
+        for group in table
+    ]
+
+
+def likelihood_rows(table: list[dict[str, Any]]) -> Rows:
+    headers = ["model", "split", "correct log-prob", "random log-prob", "t-test p", "KS p", "significant seeds"]
+    rows = [
+        [group["group"], test["split"], _number(test["correct_logprob"]), _number(test["random_logprob"])]
+        + [_pvalues(test["ttest_pvalue"]), _pvalues(test["ks_pvalue"]), f"{test['n_significant']}/{group['n_seeds']}"]
+        for group in table
+        for test in group["tests"]
+    ]
+    return headers, rows
+
+
+def in_context_rows(table: list[dict[str, Any]]) -> Rows:
+    return ["model", "direction", "same order", "reverse order"], [
+        [group["group"], row["direction"], _percent(row["same"]), _percent(row["reverse"])]
+        for group in table
+        for row in group["rows"]
+    ]
+
+
+def exp2_rows(exp2: dict[str, Any]) -> Rows:
+    rows = [
+        [m["model"], f"ours ({m['backend'] or 'n/a'})", _percent_value(m["parent_accuracy"])]
+        + [_percent_value(m["child_accuracy"]), m["score_kind"], str(m["n_pairs"] or NOT_AVAILABLE)]
+        for m in exp2["ours"]
+    ]
+    rows += [
+        [m["model"], "paper", _percent_value(m["parent_score"])]
+        + [_percent_value(m["child_score"]), m["score_kind"], str(m["n_pairs"])]
+        for m in exp2["paper"]
+    ]
+    gpt4 = exp2["paper_gpt4"]
+    rows.append(
+        [gpt4["model"], "paper", _percent_value(gpt4["parent_accuracy"]), _percent_value(gpt4["child_accuracy"])]
+        + ["accuracy", NOT_AVAILABLE]
+    )
+    return ["model", "source", "parent (%)", "child (%)", "score", "pairs"], rows
+
+
+def exp3_rows(table: list[dict[str, Any]]) -> Rows:
+    paper = {
+        "same": f"> {100 * paper_numbers.EXP3_SAME_DIRECTION_ABOVE:.0f}",
+        "reverse": f"< {100 * paper_numbers.EXP3_REVERSE_BELOW:.0f}",
+    }
+    return ["model", "seeds", "split", "instruction order", "accuracy", "paper (Llama-1 7B-30B)"], [
+        [group["group"], str(group["n_seeds"]), row["split"], row["direction"], _percent(row["accuracy"])]
+        + [paper.get(row["direction"], NOT_AVAILABLE)]
+        for group in table
+        for row in group["rows"]
+    ]
+
+
+def sweep_rows(grid: dict[str, Any]) -> Rows:
+    splits = list(grid["mean_accuracy"])
+    rows = []
+    for i, row_value in enumerate(grid["row_values"]):
+        for j, col_value in enumerate(grid["col_values"]):
+            cells = [_percent_value(grid["mean_accuracy"][split][i][j]) for split in splits]
+            rows.append([str(row_value), str(col_value), *cells])
+    return [grid["row_key"], grid["col_key"], *splits], rows
+
+
+def prompt_tuning_rows(table: list[dict[str, Any]]) -> Rows:
+    return ["model", "seeds", *(f"{name} (± SE)" for name in tables.PROMPT_TUNING_LOSSES)], [
+        [group["group"], str(group["n_seeds"])]
+        + [_number(group["losses"][name], "se") for name in tables.PROMPT_TUNING_LOSSES]
+        for group in table
+    ]
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    return "\n".join([line(headers), "|" + "---|" * len(headers), *map(line, rows)])
+
+
+def text_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+
+    return "\n".join([line(headers), line(["-" * width for width in widths]), *map(line, rows)])
+
+
+def _runs_used(groups: list[dict[str, Any]]) -> str:
+    return "Runs:\n" + "\n".join(f"- {g['group']}: " + ", ".join(f"`{d}`" for d in g["run_dirs"]) for g in groups)
+
+
+def _sweep_figure_name(index: int, grid: dict[str, Any]) -> str:
+    return f"sweep{index + 1}_{grid['experiment']}.png"
+
+
+def _figure_jobs(data: dict[str, Any]) -> list[tuple[str, Callable[[Path], Path]]]:
+    """(file name, drawing function) for each figure the data supports."""
+    jobs: list[tuple[str, Callable[[Path], Path]]] = []
+    if data["exp1_likelihood"]:
+        jobs.append(("fig4_logprob.png", lambda p: figures.logprob_figure(data["exp1_likelihood"], p)))
+    if data["exp2"]:
+        jobs.append(("fig5_exp2_parent_child.png", lambda p: figures.exp2_figure(data["exp2"], p)))
+    if data["exp3"]:
+        jobs.append(("fig6_exp3.png", lambda p: figures.exp3_figure(data["exp3"], p)))
+    for index, grid in enumerate(data["sweeps"]):
+        jobs.append((_sweep_figure_name(index, grid), lambda p, g=grid: figures.sweep_figure(g, p)))
+    if data["prompt_tuning"]:
+        jobs.append(("fig9_prompt_tuning.png", lambda p: figures.prompt_tuning_figure(data["prompt_tuning"], p)))
+    return jobs
+
+
+def render_markdown(title: str, data: dict[str, Any], figure_files: dict[str, str], runs: list[Run]) -> str:
+    """The report: one section per experiment present, each table followed by its figure and the runs it used."""
+
+    def image(name: str, caption: str) -> str:
+        return f"\n\n![{caption}]({name})" if name in figure_files else ""
+
+    parts = [
+        f"# {title}",
+        f"Generated by reversal-hf {__version__} on {data['generated_at']} from {len(runs)} run folder(s). "
+        "Accuracies are exact match in %, mean ± SD over seeds (sample SD; one seed shows no SD). "
+        f"Paper numbers: {paper_numbers.PAPER_CITATION}.",
+    ]
+    if data["exp1_table1"]:
+        parts += [
+            "## Experiment 1: Table 1 (exact match, %)",
+            markdown_table(*table1_rows(data["exp1_table1"])),
+            "Other splits (%):\n\n" + markdown_table(*other_splits_rows(data["exp1_table1"])),
+            _runs_used(data["exp1_table1"]),
+        ]
+    if data["exp1_likelihood"]:
+        parts += [
+            "## Experiment 1: correct vs random log-prob (Figure 4)",
+            f"Mean ± SD over seeds; p-values per seed (paper: p > {paper_numbers.EXP1_LOGPROB_PVALUE_ABOVE} "
+            "for every model)."
+            + "\n\n"
+            + markdown_table(*likelihood_rows(data["exp1_likelihood"]))
+            + image("fig4_logprob.png", "Figure 4 style: log-prob of correct vs random completions"),
+            _runs_used(data["exp1_likelihood"]),
+        ]
+    if data["exp1_in_context"]:
+        parts += [
+            "## Experiment 1: in-context (Appendix B.6)",
+            markdown_table(*in_context_rows(data["exp1_in_context"])),
+            _runs_used(data["exp1_in_context"]),
+        ]
+    if data["exp2"]:
+        parts += [
+            "## Experiment 2: celebrity parents (Figure 5)",
+            "Rows scored by likelihood (paper Llama-1 and davinci, our `hf` back-end) show the mean probability "
+            "exp(log-prob) of the correct name, as the paper's Figure 5 does; the others are accuracies.\n\n"
+            + markdown_table(*exp2_rows(data["exp2"]))
+            + image("fig5_exp2_parent_child.png", "Figure 5 style: parent vs child"),
+            "Runs:\n"
+            + "\n".join(f"- {m['model']}: `{m['run_dir']}`" for m in data["exp2"]["ours"])
+            + "\n\nPaper sources: "
+            + ", ".join(f"`{m['source']}`" for m in data["exp2"]["paper"]),
+        ]
+    if data["exp3"]:
+        parts += [
+            "## Experiment 3: instructions (Figure 6)",
+            markdown_table(*exp3_rows(data["exp3"])) + image("fig6_exp3.png", "Figure 6 style: Experiment 3"),
+            _runs_used(data["exp3"]),
+        ]
+    for index, grid in enumerate(data["sweeps"]):
+        parts += [
+            f"## Sweep {index + 1}: {grid['recipe']} ({grid['model']}), {grid['row_key']} × {grid['col_key']}",
+            "Mean accuracy over seeds (%), as in Figures 7/8/10.\n\n"
+            + markdown_table(*sweep_rows(grid))
+            + image(_sweep_figure_name(index, grid), f"Sweep {index + 1} heatmaps"),
+            "Runs: " + ", ".join(f"`{d}`" for d in grid["run_dirs"]),
+        ]
+    if data["prompt_tuning"]:
+        parts += [
+            "## Prompt tuning losses (Figure 9)",
+            markdown_table(*prompt_tuning_rows(data["prompt_tuning"]))
+            + image("fig9_prompt_tuning.png", "Figure 9 style: prompt tuning losses"),
+            _runs_used(data["prompt_tuning"]),
+        ]
+    return "\n\n".join(parts) + "\n"
+
+
+def _run_summary(run: Run) -> dict[str, Any]:
+    return {"run_dir": run.name, "recipe": run.recipe, "seed": run.info.get("seed"), "experiments": sorted(run.metrics)}
+
+
+def write_report(run_dirs: list[Path], output_dir: Path, title: str = DEFAULT_TITLE) -> Path:
+    """Write report.md, report.json and the figures into `output_dir`; returns the report.md path."""
+    runs = load_runs([Path(d) for d in run_dirs])
+    data = {
+        "title": title,
+        "generated_by": f"reversal-hf {__version__}",
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    data |= collect(runs)
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        figure_files = {}
+        for name, draw in tqdm(_figure_jobs(data), desc="figures", disable=None):
+            figure_files[name] = draw(staging / name).name
+        data["figures"] = figure_files
+        data["paper"] = paper_numbers.reported()
+        data["runs"] = [_run_summary(run) for run in runs]
+        (staging / "report.md").write_text(render_markdown(title, data, figure_files, runs))
+        (staging / "report.json").write_text(json.dumps(data, indent=2) + "\n")
+        output_dir.mkdir(exist_ok=True)
+        for path in staging.iterdir():
+            os.replace(path, output_dir / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output_dir / "report.md"
+
+
+def summary_table(run_dirs: list[Path]) -> str:
+    """Plain-text Exp 1 (and Exp 2/3 when present) results for the terminal."""
+    data = collect(load_runs([Path(d) for d in run_dirs]))
+    sections = []
+    if data["exp1_table1"]:
+        sections.append(
+            "Experiment 1, exact match (%), mean ± SD over seeds\n" + text_table(*table1_rows(data["exp1_table1"]))
+        )
+    if data["exp1_likelihood"]:
+        sections.append(
+            "Experiment 1, correct vs random log-prob (p-values per seed)\n"
+            + text_table(*likelihood_rows(data["exp1_likelihood"]))
+        )
+    if data["exp2"]:
+        sections.append("Experiment 2, parent vs child\n" + text_table(*exp2_rows(data["exp2"])))
+    if data["exp3"]:
+        sections.append("Experiment 3, exact match (%)\n" + text_table(*exp3_rows(data["exp3"])))
+    return "\n\n".join(sections)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="reversal-hf report", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="evaluated run folders")
+    parser.add_argument("--output", type=Path, required=True, help="folder for report.md, report.json and figures")
+    parser.add_argument("--title", default=DEFAULT_TITLE, help="the report's title")
+    args = parser.parse_args(argv)
+    try:
+        report = write_report(args.run_dirs, args.output, args.title)
+    except (ReportInputError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(summary_table(args.run_dirs))
+    print(f"\nwrote {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Run folders as the report reads them (docs/ARCHITECTURE.md, "Run folders" and "Metrics JSON").
+
+Runs of one configuration that differ only by seed form a `RunGroup`, the unit every table averages over. Groups of
+one family (same experiment, recipe, model and training mode) that differ in hyperparameters are sweep points.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+EXPERIMENTS = ("exp1", "exp2", "exp3")
+# resolved_config entries that tell apart the seeds of one configuration, not two configurations.
+PER_RUN_KEYS = frozenset(
+    {"seed", "data_seed", "output_dir", "run_name", "logging_dir", "hub_model_id", "resume_from_checkpoint"}
+)
+# Hyperparameters people sweep, tried first as a family's axes; others follow alphabetically. A key that the axes
+# already determine (gradient_accumulation_steps when sweeping per-device batch size at a fixed total) is no axis.
+PREFERRED_AXES = ("learning_rate", "total_batch_size", "per_device_train_batch_size", "num_train_epochs")
+_REQUIRED_RUN_INFO = ("recipe", "seed")
+_REQUIRED_METRICS = {
+    "exp1": ("exact_match",),
+    "exp2": ("model", "parent_accuracy", "child_accuracy"),
+    "exp3": ("exact_match",),
+}
+
+
+class ReportInputError(ValueError):
+    """A run folder or metrics file the report cannot use: the message names it, on one line."""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ReportInputError(f"{path}: unreadable JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise ReportInputError(f"{path}: expected a JSON object")
+    return data
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_metrics(path: Path, experiment: str, metrics: dict[str, Any]) -> None:
+    for name in _REQUIRED_METRICS[experiment]:
+        if name not in metrics:
+            raise ReportInputError(f"{path}: missing field {name!r}")
+    for name in ("parent_accuracy", "child_accuracy"):
+        if name in metrics and not _is_number(metrics[name]):
+            raise ReportInputError(f"{path}: field {name!r} is not a number")
+    exact_match = metrics.get("exact_match", {})
+    if not isinstance(exact_match, dict):
+        raise ReportInputError(f"{path}: field 'exact_match' is not an object")
+    for split, entry in exact_match.items():
+        if not isinstance(entry, dict) or not _is_number(entry.get("accuracy")):
+            raise ReportInputError(f"{path}: exact_match[{split!r}] has no numeric 'accuracy'")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run folder: its `run_info.json` (empty for an evaluation-only Exp 2 folder) and metrics per experiment."""
+
+    run_dir: Path
+    info: dict[str, Any]
+    metrics: dict[str, dict[str, Any]]
+
+    @property
+    def name(self) -> str:
+        return str(self.run_dir)
+
+    @property
+    def recipe(self) -> str:
+        return str(self.info.get("recipe", ""))
+
+    @property
+    def model(self) -> str:
+        """A Hub id as is; a local model folder by its name (`build/models/tiny-exp1` → `tiny-exp1`)."""
+        model = str(
+            self.info.get("model_name_or_path") or next((m["model"] for m in self.metrics.values() if "model" in m), "")
+        )
+        return Path(model).name if model.count("/") > 1 or Path(model).is_absolute() else model
+
+    @property
+    def training_mode(self) -> str:
+        return str(self.info.get("training_mode", "full"))
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        config = self.info.get("resolved_config") or {}
+        return {key: value for key, value in config.items() if key not in PER_RUN_KEYS}
+
+
+def load_run(run_dir: Path) -> Run:
+    """Read one run folder, or raise `ReportInputError` naming what is missing."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportInputError(f"{run_dir}: not a folder")
+    metrics = {}
+    for experiment in EXPERIMENTS:
+        path = run_dir / "eval" / f"{experiment}_metrics.json"
+        if path.is_file():
+            metrics[experiment] = _read_json(path)
+            _check_metrics(path, experiment, metrics[experiment])
+    if not metrics:
+        raise ReportInputError(f"{run_dir}: no eval/<experiment>_metrics.json (run `reversal-hf eval` first)")
+    info_path = run_dir / "run_info.json"
+    if not info_path.is_file():
+        # Exp 2 evaluates an existing model, so its folder may hold only the evaluation.
+        if set(metrics) != {"exp2"}:
+            raise ReportInputError(f"{run_dir}: no run_info.json (not a training run folder)")
+        return Run(run_dir, {}, metrics)
+    info = _read_json(info_path)
+    for name in _REQUIRED_RUN_INFO:
+        if name not in info:
+            raise ReportInputError(f"{info_path}: missing field {name!r}")
+    if not isinstance(info.get("resolved_config", {}), dict):
+        raise ReportInputError(f"{info_path}: 'resolved_config' is not an object")
+    return Run(run_dir, info, metrics)
+
+
+def load_runs(run_dirs: list[Path]) -> list[Run]:
+    """Every folder, in the order given (a folder given twice counts once)."""
+    if not run_dirs:
+        raise ReportInputError("no run folders given")
+    unique: dict[Path, Path] = {}
+    for run_dir in map(Path, run_dirs):
+        unique.setdefault(run_dir.resolve(), run_dir)
+    return [load_run(run_dir) for run_dir in unique.values()]
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+@dataclass
+class RunGroup:
+    """Seeds of one configuration; `varying` holds the hyperparameters that set it apart within its family."""
+
+    experiment: str
+    recipe: str
+    model: str
+    training_mode: str
+    hyperparameters: dict[str, Any]
+    runs: list[Run] = field(default_factory=list)
+    varying: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def family(self) -> tuple[str, str, str, str]:
+        return self.experiment, self.recipe, self.model, self.training_mode
+
+    @property
+    def label(self) -> str:
+        mode = "" if self.training_mode == "full" else f", {self.training_mode}"
+        points = ", ".join(f"{key}={value}" for key, value in self.varying.items())
+        return f"{self.recipe} ({self.model}{mode})" + (f" [{points}]" if points else "")
+
+    @property
+    def run_dirs(self) -> list[str]:
+        return [run.name for run in self.runs]
+
+    def metrics(self) -> list[tuple[str, dict[str, Any]]]:
+        """(run folder, that run's metrics for this group's experiment), one per seed."""
+        return [(run.name, run.metrics[self.experiment]) for run in self.runs]
+
+
+def group_runs(runs: list[Run], experiment: str) -> list[RunGroup]:
+    """Runs with `experiment` metrics, grouped over seeds, in the order their first run was given."""
+    groups: dict[tuple[str, ...], RunGroup] = {}
+    for run in runs:
+        if experiment not in run.metrics:
+            continue
+        key = (experiment, run.recipe, run.model, run.training_mode, _canonical(run.hyperparameters))
+        group = groups.setdefault(
+            key, RunGroup(experiment, run.recipe, run.model, run.training_mode, run.hyperparameters)
+        )
+        group.runs.append(run)
+    families: dict[tuple[str, ...], list[RunGroup]] = {}
+    for group in groups.values():
+        families.setdefault(group.family, []).append(group)
+    for members in families.values():
+        axes = _axes(members)
+        for group in members:
+            group.varying = {key: group.hyperparameters.get(key) for key in axes}
+    return list(groups.values())
+
+
+def _axes(members: list[RunGroup]) -> list[str]:
+    """The hyperparameters that tell a family's groups apart, leaving out those the chosen ones determine."""
+    keys = {key for group in members for key in group.hyperparameters}
+    ordered = [k for k in PREFERRED_AXES if k in keys] + sorted(keys - set(PREFERRED_AXES))
+    axes: list[str] = []
+    for key in ordered:
+        value_at: dict[str, str] = {}
+        for group in members:
+            point = _canonical([group.hyperparameters.get(axis) for axis in axes])
+            value_at.setdefault(point, _canonical(group.hyperparameters.get(key)))
+            if value_at[point] != _canonical(group.hyperparameters.get(key)):
+                axes.append(key)
+                break
+    return axes

@@ -1,0 +1,248 @@
+"""The report's numbers, as JSON-ready dicts: every statistic keeps the per-run values it was computed from.
+
+Accuracies are fractions; the Markdown shows them as percentages. SD is the sample SD over seeds (ddof=1) and SE is
+SD/sqrt(n); both are None for a single seed, where they are undefined.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from reversal_hf import paper_numbers
+from reversal_hf.reporting.runs import Run, RunGroup
+
+# Table 1 rows: the paper's names for the Exp 1 subsets.
+EXP1_DIRECTIONS = {"p2d": "NameToDescription", "d2p": "DescriptionToName"}
+EXP1_OTHER_SPLITS = ("both/test", "all/validation")
+EXP1_SWEEP_SPLITS = ("p2d/test", "p2d/reverse_test", "d2p/test", "d2p/reverse_test")
+IN_CONTEXT_ORDERS = ("same", "reverse")
+PROMPT_TUNING_LOSSES = ("same_order_loss", "reverse_loss", "shuffled_reverse_loss")
+
+
+def stat(per_run: dict[str, float]) -> dict[str, Any] | None:
+    """Mean, SD and SE over seeds, with the value of each run folder; None when no run has the number."""
+    if not per_run:
+        return None
+    values = list(per_run.values())
+    sd = statistics.stdev(values) if len(values) > 1 else None
+    return {
+        "mean": statistics.fmean(values),
+        "sd": sd,
+        "se": None if sd is None else sd / math.sqrt(len(values)),
+        "n_seeds": len(values),
+        "per_run": dict(per_run),
+    }
+
+
+def _collect(group: RunGroup, *path: str) -> dict[str, float]:
+    """The number at `path` inside each seed's metrics, for the seeds that have it."""
+    found = {}
+    for run_dir, metrics in group.metrics():
+        value: Any = metrics
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            found[run_dir] = float(value)
+    return found
+
+
+def _accuracy(group: RunGroup, split: str) -> dict[str, Any] | None:
+    return stat(_collect(group, "exact_match", split, "accuracy"))
+
+
+def _group_header(group: RunGroup) -> dict[str, Any]:
+    return {
+        "group": group.label,
+        "recipe": group.recipe,
+        "model": group.model,
+        "training_mode": group.training_mode,
+        "varying": group.varying,
+        "n_seeds": len(group.runs),
+        "run_dirs": group.run_dirs,
+    }
+
+
+def exp1_table(groups: list[RunGroup]) -> list[dict[str, Any]]:
+    """Table 1: same direction, reverse direction and random-name baseline accuracy per subset, per group."""
+    table = []
+    for group in groups:
+        rows = [
+            {
+                "direction": direction,
+                "subset": subset,
+                "same": _accuracy(group, f"{subset}/test"),
+                "reverse": _accuracy(group, f"{subset}/reverse_test"),
+                "random_baseline": _accuracy(group, f"{subset}/reverse_test_randomized"),
+                "paper": paper_numbers.EXP1_TABLE1[subset],
+            }
+            for subset, direction in EXP1_DIRECTIONS.items()
+        ]
+        other = {split: _accuracy(group, split) for split in EXP1_OTHER_SPLITS}
+        table.append({**_group_header(group), "rows": rows, "other_splits": other})
+    return table
+
+
+def likelihood_table(groups: list[RunGroup]) -> list[dict[str, Any]]:
+    """Figure 4's numbers: correct vs random completion log-prob and each seed's t-test and KS p-values."""
+    table = []
+    for group in groups:
+        splits = list(dict.fromkeys(s for _, m in group.metrics() for s in m.get("likelihood", {})))
+        tests = []
+        for split in splits:
+            ttest = _collect(group, "likelihood", split, "ttest_pvalue")
+            ks = _collect(group, "likelihood", split, "ks_pvalue")
+            significant = [
+                run for run, m in group.metrics() if m.get("likelihood", {}).get(split, {}).get("significant")
+            ]
+            tests.append(
+                {
+                    "split": split,
+                    "correct_logprob": stat(_collect(group, "likelihood", split, "mean_correct_logprob")),
+                    "random_logprob": stat(_collect(group, "likelihood", split, "mean_random_logprob")),
+                    "ttest_pvalue": ttest,
+                    "ks_pvalue": ks,
+                    "n_significant": len(significant),
+                }
+            )
+        if tests:
+            table.append({**_group_header(group), "tests": tests})
+    return table
+
+
+def in_context_table(groups: list[RunGroup]) -> list[dict[str, Any]]:
+    """Appendix B.6: in-context accuracy with the fact in the same vs the reverse order, per subset."""
+    table = []
+    for group in groups:
+        rows = [
+            {
+                "direction": direction,
+                "subset": subset,
+                **{
+                    order: stat(_collect(group, "in_context", f"{subset}/{order}", "accuracy"))
+                    for order in IN_CONTEXT_ORDERS
+                },
+            }
+            for subset, direction in EXP1_DIRECTIONS.items()
+        ]
+        if any(row[order] for row in rows for order in IN_CONTEXT_ORDERS):
+            table.append({**_group_header(group), "rows": rows})
+    return table
+
+
+def exp2_table(runs: list[Run]) -> dict[str, Any]:
+    """Figure 5's numbers: our parent vs child accuracy per evaluated model, beside the paper's models."""
+    ours = []
+    for run in runs:
+        if "exp2" not in run.metrics:
+            continue
+        metrics = run.metrics["exp2"]
+        csvs = sorted(str(p) for p in (run.run_dir / "eval").glob("exp2_*_reversal_test_results.csv"))
+        ours.append(
+            {
+                "model": str(metrics["model"]),
+                "backend": metrics.get("backend"),
+                "parent_accuracy": float(metrics["parent_accuracy"]),
+                "child_accuracy": float(metrics["child_accuracy"]),
+                # The hf back-end scores by likelihood, as the paper did for Llama (docs/ARCHITECTURE.md).
+                "score_kind": "mean probability" if metrics.get("backend") == "hf" else "accuracy",
+                "n_pairs": metrics.get("n_pairs"),
+                "run_dir": run.name,
+                "results_csv": csvs,
+            }
+        )
+    paper = [
+        {
+            "model": result.model,
+            "parent_score": result.parent_score,
+            "child_score": result.child_score,
+            "score_kind": result.score_kind,
+            "n_pairs": result.n_pairs,
+            "source": result.source,
+        }
+        for result in paper_numbers.paper_exp2_results()
+    ]
+    gpt4 = {**paper_numbers.EXP2_GPT4, "source": paper_numbers.PAPER_CITATION}
+    return {"ours": ours, "paper": paper, "paper_gpt4": gpt4}
+
+
+def exp3_table(groups: list[RunGroup]) -> list[dict[str, Any]]:
+    """Figure 6's numbers: held-out question → answer accuracy per dataset config (instruction order), per group."""
+    table = []
+    for group in groups:
+        splits = list(dict.fromkeys(s for _, m in group.metrics() for s in m["exact_match"]))
+        rows = [
+            {
+                "split": split,
+                "direction": paper_numbers.EXP3_CONFIG_DIRECTION.get(split.split("/")[0], "unknown"),
+                "accuracy": _accuracy(group, split),
+            }
+            for split in splits
+        ]
+        table.append({**_group_header(group), "rows": rows})
+    return table
+
+
+def _sorted_values(values: list[Any]) -> list[Any]:
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    return sorted(values) if numeric else sorted(values, key=str)
+
+
+def sweeps(groups: list[RunGroup], splits_of: dict[str, tuple[str, ...]]) -> list[dict[str, Any]]:
+    """Figures 7/8/10: families whose groups vary over exactly two hyperparameters, as grids of mean accuracy.
+
+    `splits_of` names the accuracies to grid per experiment (empty: every exact-match split found)."""
+    families: dict[tuple[str, ...], list[RunGroup]] = {}
+    for group in groups:
+        families.setdefault(group.family, []).append(group)
+    grids = []
+    for (experiment, recipe, model, mode), members in families.items():
+        keys = list(members[0].varying)
+        if len(keys) != 2:
+            continue
+        row_key, col_key = keys
+        row_values = _sorted_values(list({str(g.varying[row_key]): g.varying[row_key] for g in members}.values()))
+        col_values = _sorted_values(list({str(g.varying[col_key]): g.varying[col_key] for g in members}.values()))
+        if len(row_values) < 2 or len(col_values) < 2:
+            continue
+        splits = splits_of.get(experiment) or tuple(
+            dict.fromkeys(s for g in members for _, m in g.metrics() for s in m["exact_match"])
+        )
+        cells = {(str(g.varying[row_key]), str(g.varying[col_key])): g for g in members}
+        grid = {}
+        for split in splits:
+            means = []
+            for row in row_values:
+                line = []
+                for col in col_values:
+                    group = cells.get((str(row), str(col)))
+                    accuracy = _accuracy(group, split) if group else None
+                    line.append(None if accuracy is None else accuracy["mean"])
+                means.append(line)
+            grid[split] = means
+        grids.append(
+            {
+                "experiment": experiment,
+                "recipe": recipe,
+                "model": model,
+                "training_mode": mode,
+                "row_key": row_key,
+                "col_key": col_key,
+                "row_values": row_values,
+                "col_values": col_values,
+                "mean_accuracy": grid,
+                "run_dirs": [d for g in members for d in g.run_dirs],
+            }
+        )
+    return grids
+
+
+def prompt_tuning_table(groups: list[RunGroup]) -> list[dict[str, Any]]:
+    """Figure 9's numbers: prompt-tuning losses (same order, reverse, shuffled reverse), mean ± SE over seeds."""
+    table = []
+    for group in groups:
+        losses = {name: stat(_collect(group, "prompt_tuning", name)) for name in PROMPT_TUNING_LOSSES}
+        if any(losses.values()):
+            table.append({**_group_header(group), "losses": losses})
+    return table

@@ -1,0 +1,288 @@
+"""`reversal-hf report` on synthetic run folders in the docs/ARCHITECTURE.md contract: expected numbers are computed
+here from the inputs, then looked up in report.md, report.json and the terminal summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import statistics
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from reversal_hf import paper_numbers, report
+from reversal_hf.paths import PAPER_DATA_DIR
+
+SEEDS = (0, 1, 2)
+EXP1_SPLITS = [f"{s}/{t}" for s in ("p2d", "d2p") for t in ("test", "reverse_test", "reverse_test_randomized")]
+EXP1_SPLITS += ["both/test", "all/validation"]
+LIKELIHOOD_SPLITS = ("p2d/reverse_test", "d2p/reverse_test")
+
+
+def _write_run(folder: Path, info: dict | None, metrics: dict[str, dict]) -> Path:
+    (folder / "eval").mkdir(parents=True)
+    if info is not None:
+        (folder / "run_info.json").write_text(json.dumps(info))
+    for experiment, payload in metrics.items():
+        (folder / "eval" / f"{experiment}_metrics.json").write_text(json.dumps(payload))
+    return folder
+
+
+def _info(recipe: str, seed: int, experiment: str = "exp1", mode: str = "full", **hyperparameters) -> dict:
+    config = {"learning_rate": 1e-4, "per_device_train_batch_size": 16, "num_train_epochs": 10}
+    config |= hyperparameters | {"seed": seed, "output_dir": f"outputs/{recipe}/seed{seed}"}
+    return {
+        "recipe": recipe,
+        "experiment": experiment,
+        "training_mode": mode,
+        "model_name_or_path": "/work/build/models/tiny-exp1",
+        "dataset": {"name": f"reversal-{experiment}", "config": "all", "revision": "v1", "content_hash": "abc"},
+        "seed": seed,
+        "resolved_config": config,
+    }
+
+
+def _exp1_metrics(rng: random.Random, seed: int, **extra) -> dict:
+    likelihood = {
+        split: {
+            "mean_correct_logprob": -rng.uniform(2, 5),
+            "mean_random_logprob": -rng.uniform(2, 5),
+            "ttest_statistic": rng.uniform(-1, 1),
+            "ttest_pvalue": rng.uniform(0.05, 1),
+            "ks_statistic": rng.uniform(0, 0.3),
+            "ks_pvalue": rng.uniform(0.05, 1),
+            "significant": False,
+            "n": 30,
+        }
+        for split in LIKELIHOOD_SPLITS
+    }
+    return {
+        "experiment": "exp1",
+        "run_dir": "x",
+        "model": "tiny-exp1",
+        "seed": seed,
+        "dataset": {"name": "reversal-exp1", "revision": "v1", "content_hash": "abc"},
+        "exact_match": {split: {"accuracy": rng.random(), "n": 300} for split in EXP1_SPLITS},
+        "likelihood": likelihood,
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    root = tmp_path_factory.mktemp("runs")
+    rng = random.Random(7)
+    in_context = {f"{s}/{o}": {"accuracy": rng.random(), "n": 30} for s in ("p2d", "d2p") for o in ("same", "reverse")}
+    main = [
+        _write_run(
+            root / f"main-s{seed}", _info("exp1_tiny", seed), {"exp1": _exp1_metrics(rng, seed, in_context=in_context)}
+        )
+        for seed in SEEDS
+    ]
+    sweep = [
+        _write_run(
+            root / f"sweep-lr{lr}-bs{bs}-s{seed}",
+            # gradient_accumulation_steps follows from the batch size at a fixed total: no sweep axis of its own.
+            _info(
+                "exp1_sweep",
+                seed,
+                learning_rate=lr,
+                per_device_train_batch_size=bs,
+                gradient_accumulation_steps=64 // bs,
+            ),
+            {"exp1": _exp1_metrics(rng, seed)},
+        )
+        for lr in (1e-4, 1e-3)
+        for bs in (8, 16)
+        for seed in (0, 1)
+    ]
+    prompt_tuning = [
+        _write_run(
+            root / f"pt-s{seed}",
+            _info("exp1_prompt_tuning", seed, mode="prompt_tuning"),
+            {
+                "exp1": _exp1_metrics(
+                    rng, seed, prompt_tuning={n: rng.uniform(1, 4) for n in report.tables.PROMPT_TUNING_LOSSES}
+                )
+            },
+        )
+        for seed in SEEDS
+    ]
+    exp2 = [
+        _write_run(
+            root / "exp2-tiny",
+            None,
+            {
+                "exp2": {
+                    "experiment": "exp2",
+                    "model": "tiny-exp1",
+                    "backend": "hf",
+                    "parent_accuracy": 0.4,
+                    "child_accuracy": 0.1,
+                    "n_pairs": 1513,
+                }
+            },
+        )
+    ]
+    exp3_metrics = {
+        "experiment": "exp3",
+        "exact_match": {
+            "question_to_answer/test": {"accuracy": 0.85, "n": 100},
+            "answer_to_question/test": {"accuracy": 0.03, "n": 100},
+        },
+    }
+    exp3 = [_write_run(root / "exp3-s0", _info("exp3_tiny", 0, experiment="exp3"), {"exp3": exp3_metrics})]
+    return {"main": main, "sweep": sweep, "prompt_tuning": prompt_tuning, "exp2": exp2, "exp3": exp3}
+
+
+@pytest.fixture(scope="module")
+def written(runs: dict[str, list[Path]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("report") / "out"
+    all_dirs = [str(d) for group in runs.values() for d in group]
+    assert report.main([*all_dirs, "--output", str(output), "--title", "Synthetic"]) == 0
+    return output
+
+
+def _metric(run_dir: Path, *path: str) -> float:
+    value = json.loads((run_dir / "eval" / "exp1_metrics.json").read_text())
+    for key in path:
+        value = value[key]
+    return value
+
+
+def _mean_sd(values: list[float], scale: float = 100, digits: int = 1) -> str:
+    return f"{scale * statistics.fmean(values):.{digits}f} ± {scale * statistics.stdev(values):.{digits}f}"
+
+
+def _json(written: Path) -> dict:
+    return json.loads((written / "report.json").read_text())
+
+
+def test_table1_mean_and_sd_over_seeds(runs: dict[str, list[Path]], written: Path) -> None:
+    markdown = (written / "report.md").read_text()
+    assert markdown.startswith("# Synthetic")
+    for subset, direction in (("p2d", "NameToDescription"), ("d2p", "DescriptionToName")):
+        cells = [
+            _mean_sd([_metric(d, "exact_match", split, "accuracy") for d in runs["main"]])
+            for split in (f"{subset}/test", f"{subset}/reverse_test", f"{subset}/reverse_test_randomized")
+        ]
+        paper = paper_numbers.EXP1_TABLE1[subset]
+        row = f"| exp1_tiny (tiny-exp1) | 3 | {direction} | {' | '.join(cells)} | {100 * paper['same']:.1f} |"
+        assert row in markdown
+    table = next(g for g in _json(written)["exp1_table1"] if g["recipe"] == "exp1_tiny")
+    assert table["run_dirs"] == [str(d) for d in runs["main"]]
+    same = table["rows"][0]["same"]
+    expected = {str(d): _metric(d, "exact_match", "p2d/test", "accuracy") for d in runs["main"]}
+    assert same["per_run"] == expected
+    assert same["mean"] == pytest.approx(statistics.fmean(expected.values()))
+    assert same["sd"] == pytest.approx(statistics.stdev(expected.values()))
+    assert all(f"`{d}`" in markdown for d in runs["main"])
+
+
+def test_likelihood_and_in_context(runs: dict[str, list[Path]], written: Path) -> None:
+    markdown = (written / "report.md").read_text()
+    correct = [_metric(d, "likelihood", "d2p/reverse_test", "mean_correct_logprob") for d in runs["main"]]
+    pvalues = ", ".join(f"{_metric(d, 'likelihood', 'd2p/reverse_test', 'ttest_pvalue'):.3g}" for d in runs["main"])
+    assert f"| d2p/reverse_test | {_mean_sd(correct, 1, 3)} |" in markdown
+    assert pvalues in markdown
+    in_context = _metric(runs["main"][0], "in_context", "p2d/reverse", "accuracy")
+    row = next(g for g in _json(written)["exp1_in_context"] if g["recipe"] == "exp1_tiny")["rows"][0]
+    assert row["reverse"]["mean"] == pytest.approx(in_context) and row["reverse"]["sd"] == 0
+    assert "## Experiment 1: in-context (Appendix B.6)" in markdown
+
+
+def test_sweep_grid_and_prompt_tuning(runs: dict[str, list[Path]], written: Path) -> None:
+    data = _json(written)
+    (grid,) = data["sweeps"]
+    assert (grid["row_key"], grid["col_key"]) == ("learning_rate", "per_device_train_batch_size")
+    assert grid["row_values"] == [1e-4, 1e-3] and grid["col_values"] == [8, 16]
+    cell = [d for d in runs["sweep"] if "lr0.001-bs8-" in d.name]
+    expected = statistics.fmean(_metric(d, "exact_match", "d2p/reverse_test", "accuracy") for d in cell)
+    assert grid["mean_accuracy"]["d2p/reverse_test"][1][0] == pytest.approx(expected)
+    assert sorted(grid["run_dirs"]) == sorted(str(d) for d in runs["sweep"])
+    markdown = (written / "report.md").read_text()
+    assert "learning_rate × per_device_train_batch_size" in markdown
+    (pt,) = data["prompt_tuning"]
+    losses = [_metric(d, "prompt_tuning", "reverse_loss") for d in runs["prompt_tuning"]]
+    se = statistics.stdev(losses) / math.sqrt(len(losses))
+    assert pt["losses"]["reverse_loss"]["se"] == pytest.approx(se)
+    assert f"{statistics.fmean(losses):.3f} ± {se:.3f}" in markdown
+
+
+def test_exp2_beside_paper_and_exp3(written: Path) -> None:
+    data = _json(written)
+    assert data["exp2"]["ours"][0]["parent_accuracy"] == 0.4
+    with (PAPER_DATA_DIR / "celebrity_relations" / "llama-7b_reversal_test_results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    llama = next(m for m in data["exp2"]["paper"] if m["model"] == "llama-7b")
+    assert llama["child_score"] == pytest.approx(
+        statistics.fmean(math.exp(float(r["llama-7b_child_logprob"])) for r in rows)
+    )
+    markdown = (written / "report.md").read_text()
+    assert "| tiny-exp1 | ours (hf) | 40.0 | 10.0 | mean probability | 1513 |" in markdown
+    assert "| gpt-4 | paper | 79.0 | 33.0 |" in markdown
+    assert "| question_to_answer/test | same | 85.0 | > 80 |" in markdown
+    assert "| answer_to_question/test | reverse | 3.0 | < 7 |" in markdown
+
+
+def test_figures_are_valid_pngs(written: Path) -> None:
+    data = _json(written)
+    expected = {
+        "fig4_logprob.png",
+        "fig5_exp2_parent_child.png",
+        "fig6_exp3.png",
+        "sweep1_exp1.png",
+        "fig9_prompt_tuning.png",
+    }
+    assert set(data["figures"]) == expected
+    markdown = (written / "report.md").read_text()
+    for name in expected:
+        with Image.open(written / name) as image:
+            assert image.format == "PNG" and min(image.size) > 200
+        assert f"]({name})" in markdown
+    assert not list(written.parent.glob(".out.tmp-*"))
+
+
+def test_summary_table(runs: dict[str, list[Path]]) -> None:
+    text = report.summary_table(runs["main"] + runs["exp3"])
+    cell = _mean_sd([_metric(d, "exact_match", "d2p/reverse_test", "accuracy") for d in runs["main"]])
+    assert "DescriptionToName" in text and cell in text and "KS p" in text and "question_to_answer/test" in text
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (lambda d: (d / "run_info.json").unlink(), "no run_info.json"),
+        (lambda d: (d / "eval" / "exp1_metrics.json").unlink(), "no eval/<experiment>_metrics.json"),
+        (lambda d: (d / "eval" / "exp1_metrics.json").write_text("{not json"), "unreadable JSON"),
+        (
+            lambda d: (d / "eval" / "exp1_metrics.json").write_text('{"experiment": "exp1"}'),
+            "missing field 'exact_match'",
+        ),
+        (lambda d: (d / "run_info.json").write_text('{"recipe": "r"}'), "missing field 'seed'"),
+        (lambda d: (d / "eval" / "exp1_metrics.json").write_text('{"exact_match": {"p2d/test": {}}}'), "'accuracy'"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture, breakage, message: str) -> None:
+    good = _write_run(tmp_path / "good", _info("r", 0), {"exp1": _exp1_metrics(random.Random(0), 0)})
+    bad = _write_run(tmp_path / "bad", _info("r", 1), {"exp1": _exp1_metrics(random.Random(1), 1)})
+    breakage(bad)
+    output = tmp_path / "report"
+    assert report.main([str(good), str(bad), "--output", str(output)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and str(bad) in error and message in error and error.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "good"]  # no report, no staging folder
+
+
+def test_api_and_cli_dispatch(runs: dict[str, list[Path]], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from reversal_hf import cli
+
+    path = report.write_report(runs["exp3"], tmp_path / "exp3-report", title="Exp 3 only")
+    assert path == tmp_path / "exp3-report" / "report.md" and path.read_text().startswith("# Exp 3 only")
+    assert json.loads(path.with_name("report.json").read_text())["paper"] == paper_numbers.reported()
+    missing = tmp_path / "missing-run"
+    assert cli.main(["report", str(missing), "--output", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err == f"error: {missing}: not a folder\n"
