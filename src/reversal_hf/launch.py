@@ -1,0 +1,231 @@
+"""`reversal-hf train <recipe>`: validate a recipe, prepare its model, and run it through `accelerate launch`.
+
+Everything that can fail cheaply (unknown recipe or field, missing dataset config, unreachable model) fails here
+with one line, before any process group, model or dataset is loaded. `--dry-run` prints the exact command(s) and
+the resolved config; `--nnodes N` prints one command per node (the DeepSpeed "standard" multi-node launcher: each
+node runs its own `accelerate launch`, which is what `recipes/launch.slurm` does with `--machine-rank`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from reversal_hf.configs import Recipe, RecipeError, accelerate_config_path, gradient_accumulation_steps, load_recipe
+from reversal_hf.paths import REPO_ROOT
+
+SFT_SCRIPT = Path("scripts/sft.py")
+DEFAULT_MAIN_PROCESS_PORT = 29500
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """`[launcher args] -- [recipe overrides]` → both halves (the Makefile always passes the `--`)."""
+    if "--" in argv:
+        index = argv.index("--")
+        return argv[:index], argv[index + 1 :]
+    return argv, []
+
+
+def _repo_relative(path: Path) -> str:
+    """Paths inside the repository are printed relative to it (the command runs from the repository root)."""
+    path = path.resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def processes_per_node(recipe: Recipe) -> int:
+    if recipe.script_args.num_processes is not None:
+        return recipe.script_args.num_processes
+    config = yaml.safe_load(accelerate_config_path(recipe.script_args.accelerate_config).read_text())
+    return int(config.get("num_processes", 1))
+
+
+def local_dataset_dir(dataset_name: str) -> Path | None:
+    """The dataset's folder when it is one (relative names are relative to the repository root)."""
+    path = REPO_ROOT / dataset_name
+    return path if path.is_dir() else None
+
+
+def _is_hub_id(name: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def check_dataset(recipe: Recipe, *, dry_run: bool) -> None:
+    """The dataset config and split exist: read from a local folder, or asked of the Hub (skipped in a dry run)."""
+    args = recipe.script_args
+    folder = local_dataset_dir(args.dataset_name)
+    if folder is not None:
+        configs = sorted(p.name for p in (folder / "data").glob("*") if p.is_dir())
+    elif not _is_hub_id(args.dataset_name):
+        raise RecipeError(f"dataset_name: folder {args.dataset_name!r} not found (run `make data`)")
+    elif dry_run:
+        return
+    else:
+        from datasets import get_dataset_config_names
+
+        try:
+            configs = get_dataset_config_names(args.dataset_name, revision=args.dataset_revision)
+        except Exception as error:  # offline, missing, gated: all mean "cannot train on it from here"
+            raise RecipeError(f"dataset_name: {args.dataset_name!r} unreachable ({type(error).__name__})") from error
+    if args.dataset_config not in configs:
+        raise RecipeError(
+            f"dataset_config: {args.dataset_config!r} not in {args.dataset_name} (configs: {', '.join(configs)})"
+        )
+    if folder is not None and not any((folder / "data" / args.dataset_config).glob(f"{args.dataset_train_split}-*")):
+        raise RecipeError(f"dataset_train_split: no {args.dataset_train_split!r} split in {args.dataset_config}")
+
+
+def check_model(recipe: Recipe, *, dry_run: bool) -> None:
+    """A registered name is prepared (not in a dry run), a folder must hold a model, a Hub id must be reachable."""
+    from reversal_hf import models
+
+    name = recipe.model_args.model_name_or_path
+    if not name:
+        raise RecipeError("model_name_or_path: not set")
+    if name in models.REGISTRY:
+        if not dry_run:
+            try:
+                models.resolve_model(name)
+            except models.ModelPrepareError as error:
+                raise RecipeError(f"model_name_or_path: {error}") from error
+        return
+    if (REPO_ROOT / name).is_dir():
+        if not (REPO_ROOT / name / "config.json").is_file():
+            raise RecipeError(f"model_name_or_path: folder {name!r} has no config.json")
+        return
+    if not _is_hub_id(name):
+        registered = ", ".join(models.REGISTRY)
+        raise RecipeError(f"model_name_or_path: {name!r} is not a registered model ({registered}), folder or Hub id")
+    if not dry_run:
+        _check_hub_model(name, recipe.model_args.model_revision)
+
+
+def _check_hub_model(repo_id: str, revision: str | None) -> None:
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+
+    if constants.is_offline_mode():
+        if not isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str):
+            raise RecipeError(f"model_name_or_path: {repo_id!r} is not in the local cache and HF_HUB_OFFLINE is set")
+        return
+    try:
+        HfApi().model_info(repo_id, revision=revision)
+    except Exception as error:  # not found, gated without a token, or no network
+        raise RecipeError(f"model_name_or_path: {repo_id!r} unreachable ({type(error).__name__})") from error
+
+
+def check_batch_size(recipe: Recipe, world_size: int) -> None:
+    total = recipe.script_args.total_batch_size
+    if total is not None:
+        gradient_accumulation_steps(total, recipe.training_args.per_device_train_batch_size, world_size)
+
+
+def accelerate_executable() -> str:
+    """The `accelerate` beside this interpreter (the venv's), so the printed command is the one that runs."""
+    local = Path(sys.executable).parent / "accelerate"
+    return str(local) if local.is_file() else "accelerate"
+
+
+def build_commands(
+    recipe: Recipe,
+    *,
+    nnodes: int = 1,
+    main_process_ip: str = "127.0.0.1",
+    main_process_port: int = DEFAULT_MAIN_PROCESS_PORT,
+) -> list[list[str]]:
+    """One `accelerate launch` command per node (machine rank 0..nnodes-1)."""
+    config_file = _repo_relative(accelerate_config_path(recipe.script_args.accelerate_config))
+    total_processes = processes_per_node(recipe) * nnodes
+    script = [str(SFT_SCRIPT), "--config", _repo_relative(recipe.path), *recipe.overrides]
+    head = [accelerate_executable(), "launch", "--config_file", config_file, "--num_processes", str(total_processes)]
+    if nnodes == 1:
+        return [[*head, *script]]
+    return [
+        [
+            *head,
+            *("--num_machines", str(nnodes), "--machine_rank", str(rank)),
+            *("--main_process_ip", main_process_ip, "--main_process_port", str(main_process_port)),
+            *script,
+        ]
+        for rank in range(nnodes)
+    ]
+
+
+def prepare(recipe_name: str, overrides: list[str], *, nnodes: int, dry_run: bool, sweep: bool = False) -> Recipe:
+    """Parse and check a recipe (and prepare its model unless `dry_run`): every one-line error happens here."""
+    recipe = load_recipe(recipe_name, overrides, on_launcher=True)
+    if recipe.script_args.grid and not sweep:
+        raise RecipeError(f"{recipe.name} is a sweep recipe (it has a grid): run `reversal-hf sweep {recipe.name}`")
+    accelerate_config_path(recipe.script_args.accelerate_config)
+    check_batch_size(recipe, processes_per_node(recipe) * nnodes)
+    check_dataset(recipe, dry_run=dry_run)
+    check_model(recipe, dry_run=dry_run)
+    return recipe
+
+
+def format_dry_run(recipe: Recipe, commands: list[list[str]]) -> str:
+    lines = []
+    for rank, command in enumerate(commands):
+        if len(commands) > 1:
+            lines.append(f"# node {rank}")
+        lines.append(shlex.join(command))
+    lines.append(f"# resolved config of {recipe.name}")
+    lines.append(yaml.safe_dump(recipe.resolved_config(), sort_keys=True).rstrip())
+    return "\n".join(lines)
+
+
+def run_command(command: list[str]) -> int:
+    """Run a launch command from the repository root (where relative recipe paths point)."""
+    return subprocess.run(command, cwd=REPO_ROOT, env=os.environ.copy()).returncode
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reversal-hf train",
+        allow_abbrev=False,
+        description="Launch a recipe through accelerate. Arguments after `--` override recipe fields.",
+    )
+    parser.add_argument("recipe", help="recipe name in recipes/ (e.g. exp1_tiny) or a YAML path")
+    parser.add_argument("--dry-run", action="store_true", help="print the command(s) and resolved config, run nothing")
+    parser.add_argument("--nnodes", type=int, default=1, help="number of nodes (multi-node ZeRO-3)")
+    parser.add_argument("--machine-rank", type=int, help="this node's rank (multi-node runs; Slurm: $SLURM_NODEID)")
+    parser.add_argument(
+        "--main-process-ip",
+        default=os.environ.get("MAIN_PROCESS_IP", "127.0.0.1"),
+        help="address of the rank-0 node (default: $MAIN_PROCESS_IP)",
+    )
+    parser.add_argument("--main-process-port", type=int, default=DEFAULT_MAIN_PROCESS_PORT)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    launcher_argv, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
+    args, unknown = build_parser().parse_known_args(launcher_argv)
+    try:
+        if args.nnodes < 1:
+            raise RecipeError("--nnodes must be at least 1")
+        if args.machine_rank is not None and not 0 <= args.machine_rank < args.nnodes:
+            raise RecipeError(f"--machine-rank must be in 0..{args.nnodes - 1}")
+        recipe = prepare(args.recipe, [*unknown, *overrides], nnodes=args.nnodes, dry_run=args.dry_run)
+        commands = build_commands(
+            recipe, nnodes=args.nnodes, main_process_ip=args.main_process_ip, main_process_port=args.main_process_port
+        )
+        if args.dry_run:
+            print(format_dry_run(recipe, commands))
+            return 0
+        if args.nnodes > 1 and args.machine_rank is None:
+            raise RecipeError("--machine-rank is required to run a multi-node launch (see recipes/launch.slurm)")
+    except RecipeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return run_command(commands[args.machine_rank or 0])

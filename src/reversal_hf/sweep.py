@@ -1,0 +1,99 @@
+"""`reversal-hf sweep <recipe>`: one run per grid point and seed, each in its own folder, skipping finished ones.
+
+A sweep is a recipe with `grid:` (field → values) and/or `seeds:`. Run folders are
+`<output_dir>/<field>=<value>_..._seed=<seed>/`; one holding `run_info.json` is finished (training writes it last),
+so rerunning a sweep after a crash picks up where it stopped (the interrupted run resumes from its checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reversal_hf import launch
+from reversal_hf.configs import Recipe, RecipeError
+from reversal_hf.paths import REPO_ROOT
+from reversal_hf.train import RUN_INFO
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One grid point and seed: its overrides and output folder."""
+
+    point: dict[str, Any]
+    seed: int
+    output_dir: Path
+
+    @property
+    def finished(self) -> bool:
+        return (REPO_ROOT / self.output_dir / RUN_INFO).is_file()
+
+    def overrides(self) -> list[str]:
+        values = [arg for name, value in self.point.items() for arg in (f"--{name}", str(value))]
+        return [*values, "--seed", str(self.seed), "--output_dir", str(self.output_dir)]
+
+
+def run_folder_name(point: dict[str, Any], seed: int) -> str:
+    return "_".join([*(f"{name}={value}" for name, value in point.items()), f"seed={seed}"])
+
+
+def expand(recipe: Recipe) -> list[SweepRun]:
+    """Every grid point × seed of a recipe, in grid order (a recipe without a grid sweeps its seeds only)."""
+    grid = recipe.script_args.grid or {}
+    seeds = recipe.script_args.seeds or [recipe.training_args.seed]
+    base = Path(recipe.training_args.output_dir)
+    points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    return [SweepRun(point, seed, base / run_folder_name(point, seed)) for point in points for seed in seeds]
+
+
+def plan(recipe: Recipe, overrides: list[str]) -> list[tuple[SweepRun, Recipe]]:
+    """Each run with its own resolved recipe: every grid point is parsed and checked before the first run starts."""
+    return [
+        (
+            run,
+            launch.prepare(recipe.path.as_posix(), [*overrides, *run.overrides()], nnodes=1, dry_run=True, sweep=True),
+        )
+        for run in expand(recipe)
+    ]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reversal-hf sweep",
+        allow_abbrev=False,
+        description="Run every grid point and seed of a recipe. Arguments after `--` override recipe fields.",
+    )
+    parser.add_argument("recipe", help="recipe name in recipes/ (e.g. exp1_llama7b_sweep) or a YAML path")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and their commands, run nothing")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    sweep_argv, overrides = launch.split_overrides(sys.argv[1:] if argv is None else argv)
+    args, unknown = build_parser().parse_known_args(sweep_argv)
+    overrides = [*unknown, *overrides]
+    try:
+        recipe = launch.prepare(args.recipe, overrides, nnodes=1, dry_run=True, sweep=True)
+        runs = plan(recipe, overrides)
+        if not args.dry_run:  # the model is prepared once here, not by every run
+            launch.check_model(recipe, dry_run=False)
+    except RecipeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{recipe.name}: {len(runs)} runs, {sum(run.finished for run, _ in runs)} finished")
+    for index, (run, single) in enumerate(runs, 1):
+        command = launch.build_commands(single)[0]
+        print(f"[{index}/{len(runs)}] {run.output_dir} ({'finished, skipped' if run.finished else 'to run'})")
+        if args.dry_run or run.finished:
+            print(f"  {shlex.join(command)}")
+            continue
+        returncode = launch.run_command(command)
+        if returncode != 0:
+            print(f"error: run {run.output_dir} failed with exit code {returncode}", file=sys.stderr)
+            return returncode
+    return 0

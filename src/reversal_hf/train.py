@@ -1,0 +1,308 @@
+"""The `SFTTrainer` run behind `scripts/sft.py`: one recipe, one output folder, resumable.
+
+Runs under `accelerate launch` (single process, DDP or DeepSpeed ZeRO-3). The folder gets the model (or adapter),
+the tokenizer, and `run_info.json` last, so a folder with `run_info.json` is a finished run (sweeps skip those).
+A restarted run resumes from its last complete checkpoint and ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from reversal_hf import paths
+from reversal_hf.configs import Recipe, RecipeError, gradient_accumulation_steps, load_recipe
+
+logger = logging.getLogger(__name__)
+
+RUN_INFO = "run_info.json"
+KEPT_COLUMNS = ["prompt", "completion"]
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+
+
+class TrainError(RuntimeError):
+    """The run cannot start: its model is not prepared, or its data selection is empty."""
+
+
+def resolve_dataset_name(dataset_name: str) -> str:
+    """A local dataset folder (relative names are relative to the repository root), else the Hub id unchanged."""
+    folder = paths.REPO_ROOT / dataset_name
+    return str(folder) if folder.is_dir() else dataset_name
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A registered model's prepared folder; the launcher prepares it, the distributed job only looks it up."""
+    from reversal_hf.models import REGISTRY
+
+    if name_or_path in REGISTRY:
+        folder = paths.MODELS_DIR / name_or_path
+        if not (folder / "config.json").is_file():
+            raise TrainError(f"model {name_or_path!r} not prepared: run `reversal-hf models prepare {name_or_path}`")
+        return str(folder)
+    folder = paths.REPO_ROOT / name_or_path
+    return str(folder) if folder.is_dir() else name_or_path
+
+
+def load_train_dataset(recipe: Recipe):
+    """The training split as `prompt`/`completion` only (TRL's prompt-completion format), selected per the recipe."""
+    from datasets import load_dataset
+
+    args = recipe.script_args
+    dataset = load_dataset(
+        resolve_dataset_name(args.dataset_name),
+        args.dataset_config,
+        split=args.dataset_train_split,
+        revision=args.dataset_revision,
+    )
+    if args.prompt_tuning_fact is not None:
+        if "name" not in dataset.column_names:
+            raise TrainError(f"prompt_tuning_fact: dataset {args.dataset_name} has no `name` column")
+        dataset = dataset.filter(lambda row: row["name"] == args.prompt_tuning_fact)
+        if len(dataset) == 0:
+            split = args.dataset_train_split
+            raise TrainError(f"prompt_tuning_fact: no {split!r} rows for {args.prompt_tuning_fact!r}")
+    if args.max_train_samples is not None:
+        dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
+    missing = set(KEPT_COLUMNS) - set(dataset.column_names)
+    if missing:
+        raise TrainError(f"dataset {args.dataset_name}: missing columns {sorted(missing)}")
+    return dataset.select_columns(KEPT_COLUMNS)
+
+
+def fact_text(dataset) -> str:
+    """The first document of the selected fact: what the soft prompt starts from (Appendix B.8)."""
+    return (dataset[0]["prompt"] + dataset[0]["completion"]).strip()
+
+
+def peft_config(recipe: Recipe, model_path: str, dataset):
+    """The PEFT config for `training_mode` (None for full finetuning)."""
+    args = recipe.script_args
+    if args.training_mode == "lora":
+        from trl import get_peft_config
+
+        return get_peft_config(dataclasses.replace(recipe.model_args, use_peft=True))
+    if args.training_mode != "prompt_tuning":
+        return None
+    from peft import PromptTuningConfig, PromptTuningInit, TaskType
+
+    if args.prompt_tuning_fact is None:
+        if args.num_virtual_tokens is None:
+            raise TrainError("num_virtual_tokens: required for prompt tuning without prompt_tuning_fact")
+        return PromptTuningConfig(
+            task_type=TaskType.CAUSAL_LM,
+            prompt_tuning_init=PromptTuningInit.RANDOM,
+            num_virtual_tokens=args.num_virtual_tokens,
+        )
+    from transformers import AutoTokenizer
+
+    text = fact_text(dataset)
+    num_tokens = args.num_virtual_tokens or len(AutoTokenizer.from_pretrained(model_path)(text)["input_ids"])
+    return PromptTuningConfig(
+        task_type=TaskType.CAUSAL_LM,
+        prompt_tuning_init=PromptTuningInit.TEXT,
+        prompt_tuning_init_text=text,
+        num_virtual_tokens=num_tokens,
+        tokenizer_name_or_path=model_path,
+    )
+
+
+def padding_free_collator(tokenizer):
+    from reversal_hf.collators import PaddingFreeCollator
+
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return PaddingFreeCollator(pad_token_id=pad_token_id)
+
+
+def check_document_isolation(trainer, collator, num_examples: int = 4) -> None:
+    """Fail before training if packed documents would attend to each other with this model and attention kernel.
+
+    Skipped under ZeRO-3, where the parameters are partitioned until the engine runs the forward pass.
+    """
+    from reversal_hf.collators import assert_document_isolation
+
+    dataset = trainer.train_dataset
+    examples = [dataset[i] for i in range(min(num_examples, len(dataset)))]
+    worst = assert_document_isolation(trainer.model, collator, examples)
+    logger.info("packed documents are isolated (largest logit difference %.2g)", worst)
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The newest `checkpoint-N` that finished saving (the trainer writes `trainer_state.json` last)."""
+    if not output_dir.is_dir():
+        return None
+    steps = sorted(
+        (int(match.group(1)), path)
+        for path in output_dir.iterdir()
+        if (match := CHECKPOINT_PATTERN.match(path.name)) and path.is_dir()
+    )
+    complete = [path for _, path in steps if (path / "trainer_state.json").is_file()]
+    return complete[-1] if complete else None
+
+
+def remove_checkpoints(output_dir: Path) -> None:
+    """Checkpoints only serve resuming; a finished run keeps its final weights (a 7B checkpoint with Adam is ~80 GB)."""
+    for path in output_dir.iterdir():
+        if CHECKPOINT_PATTERN.match(path.name) and path.is_dir():
+            shutil.rmtree(path)
+
+
+def zero3_partitioning(model) -> dict[str, int] | None:
+    """How many parameter elements this rank holds against the full count, when ZeRO-3 partitioned the model."""
+    params = [p for p in model.parameters() if hasattr(p, "ds_numel")]
+    if not params:
+        return None
+    return {"total_numel": sum(p.ds_numel for p in params), "local_numel": sum(p.ds_tensor.numel() for p in params)}
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=paths.REPO_ROOT, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return result.stdout.strip()
+
+
+def dataset_info(recipe: Recipe) -> dict[str, Any]:
+    """Name, config, revision, and the build's content hash when the dataset is a local folder."""
+    args = recipe.script_args
+    build_info = Path(resolve_dataset_name(args.dataset_name)) / "build_info.json"
+    content_hash = json.loads(build_info.read_text()).get("content_hash") if build_info.is_file() else None
+    return {
+        "name": args.dataset_name,
+        "config": args.dataset_config,
+        "revision": args.dataset_revision,
+        "content_hash": content_hash,
+    }
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    temporary.replace(path)
+
+
+def configure_batching(recipe: Recipe) -> None:
+    """Derive gradient accumulation from `total_batch_size` and map `mask_prompt` onto TRL's completion-only loss."""
+    training_args = recipe.training_args
+    if recipe.script_args.total_batch_size is not None:
+        training_args.gradient_accumulation_steps = gradient_accumulation_steps(
+            recipe.script_args.total_batch_size, training_args.per_device_train_batch_size, training_args.world_size
+        )
+    training_args.completion_only_loss = recipe.script_args.mask_prompt
+
+
+def run(recipe: Recipe, callbacks: list | None = None) -> Path:
+    """Train (resuming if the output folder has a checkpoint), save, record `run_info.json`, push if asked."""
+    from transformers import AutoTokenizer
+    from trl import SFTTrainer
+
+    training_args = recipe.training_args
+    output_dir = Path(training_args.output_dir)
+    model_path = resolve_model_path(recipe.model_args.model_name_or_path)
+    configure_batching(recipe)
+    resolved_config = recipe.resolved_config()
+    push_to_hub = training_args.push_to_hub
+    training_args.push_to_hub = False  # pushed once, with our model card, after the final save
+    training_args.model_init_kwargs = {
+        "dtype": recipe.model_args.dtype,
+        "revision": recipe.model_args.model_revision,
+        "attn_implementation": recipe.model_args.attn_implementation,
+        **(training_args.model_init_kwargs or {}),
+    }
+    dataset = load_train_dataset(recipe)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=recipe.model_args.model_revision)
+    collator = padding_free_collator(tokenizer) if recipe.script_args.isolated_padding_free else None
+    trainer = SFTTrainer(
+        model=model_path,
+        args=training_args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        data_collator=collator,
+        peft_config=peft_config(recipe, model_path, dataset),
+        callbacks=callbacks,
+    )
+    if collator is not None and zero3_partitioning(trainer.model) is None:
+        check_document_isolation(trainer, collator)
+    checkpoint = last_complete_checkpoint(output_dir)
+    if checkpoint is not None:
+        logger.info("resuming from %s", checkpoint)
+    started = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    runtime = time.monotonic() - started
+    partitioning = zero3_partitioning(trainer.model)
+    trainer.save_model(str(output_dir))
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(output_dir)
+        run_info = {
+            "recipe": recipe.name,
+            "experiment": recipe.script_args.experiment,
+            "training_mode": recipe.script_args.training_mode,
+            "model_name_or_path": model_path,
+            "dataset": dataset_info(recipe),
+            "seed": training_args.seed,
+            "git_commit": git_commit(),
+            "resolved_config": resolved_config,
+            "train_runtime_s": round(runtime, 3),
+            "train_loss": result.training_loss,
+            "world_size": trainer.accelerator.num_processes,
+            "resumed_from": checkpoint.name if checkpoint else None,
+            "zero3": partitioning,
+        }
+        write_json_atomic(output_dir / RUN_INFO, run_info)
+        remove_checkpoints(output_dir)
+        if push_to_hub:
+            from reversal_hf.model_card import push_run
+
+            push_run(output_dir, training_args.hub_model_id, private=training_args.hub_private_repo)
+    trainer.accelerator.wait_for_everyone()
+    return output_dir
+
+
+def end_distributed(*, synchronize: bool) -> None:
+    """Tear the process group down so ranks exit cleanly (else: "terminate called without an active exception").
+
+    After a failure the other ranks may never reach a barrier, so only a successful run waits for them.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
+def split_config_argument(argv: list[str]) -> tuple[str, list[str]]:
+    """`--config recipes/x.yaml [overrides]` → the recipe path and the overrides."""
+    if "--config" not in argv or argv.index("--config") == len(argv) - 1:
+        raise RecipeError("usage: sft.py --config <recipe.yaml> [--field value ...]")
+    index = argv.index("--config")
+    return argv[index + 1], argv[:index] + argv[index + 2 :]
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    succeeded = False
+    try:
+        config, overrides = split_config_argument(sys.argv[1:] if argv is None else argv)
+        run(load_recipe(config, overrides))
+        succeeded = True
+    except (RecipeError, TrainError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        end_distributed(synchronize=succeeded)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Recipes and the launcher: every recipe resolves under --dry-run, and bad input is a one-line error up front."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reversal_hf import launch, sweep
+from reversal_hf.configs import ACCELERATE_CONFIGS_DIR, RECIPES_DIR, list_recipes, load_recipe
+from reversal_hf.paths import REPO_ROOT
+
+RECIPES = list_recipes()
+
+
+def _is_sweep(name: str) -> bool:
+    return bool(yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text()).get("grid"))
+
+
+@pytest.fixture
+def dataset_for(exp1_dataset_dir: Path, exp3_dataset_dir: Path):
+    """The built dataset folder of a recipe's experiment (the recipes name build/, which tests do not touch)."""
+    folders = {"exp1": exp1_dataset_dir, "exp3": exp3_dataset_dir}
+    return lambda name: folders[yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text())["experiment"]]
+
+
+def _commands(output: str) -> list[list[str]]:
+    return [shlex.split(line) for line in output.splitlines() if " launch " in line]
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+def test_the_issue_recipes_exist():
+    expected = {"exp1_tiny", "exp1_smollm2_135m", "exp1_llama7b", "exp1_llama7b_sweep", "exp1_llama7b_prompt_tuning"}
+    expected |= {"exp3_tiny", "exp3_smollm2_135m"}
+    expected |= {f"exp3_llama{size}{kind}" for size in ("7b", "13b", "30b") for kind in ("", "_sweep")}
+    assert expected <= set(RECIPES)
+    readme = (RECIPES_DIR / "README.md").read_text()
+    assert all(f"`{name}`" in readme for name in RECIPES), "every recipe has a row in recipes/README.md"
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_resolves_under_dry_run(name: str, dataset_for, capsys: pytest.CaptureFixture[str]):
+    override = ["--dataset_name", str(dataset_for(name))]
+    main = sweep.main if _is_sweep(name) else launch.main
+    assert main([name, "--dry-run", "--", *override]) == 0
+    out = capsys.readouterr().out
+    commands = _commands(out)
+    assert commands, out
+    recipe = load_recipe(name, override, on_launcher=True)
+    for command in commands:
+        config_file = command[command.index("--config_file") + 1]
+        assert (REPO_ROOT / config_file).is_file() and (REPO_ROOT / config_file).parent == ACCELERATE_CONFIGS_DIR
+        assert Path(config_file).stem == recipe.script_args.accelerate_config
+        assert command[command.index("--config") + 1] == f"recipes/{name}.yaml"
+        assert int(command[command.index("--num_processes") + 1]) == launch.processes_per_node(recipe)
+        assert command[command.index("--config") - 1] == "scripts/sft.py"
+    if not _is_sweep(name):
+        resolved = yaml.safe_load(out.split(f"# resolved config of {name}\n", 1)[1])
+        assert resolved["dataset_name"] == str(dataset_for(name))
+        assert resolved["output_dir"] == f"outputs/{name}"
+        assert resolved["learning_rate"] == recipe.training_args.learning_rate
+
+
+def test_llama_recipes_name_the_hub_ids_and_the_paper_grids():
+    for size in ("7b", "13b", "30b"):
+        assert load_recipe(f"exp3_llama{size}", on_launcher=True).model_args.model_name_or_path == (
+            f"huggyllama/llama-{size}"
+        )
+        grid = load_recipe(f"exp3_llama{size}_sweep", on_launcher=True).script_args.grid
+        assert grid == {"total_batch_size": [8, 32, 128], "learning_rate": [1e-6, 2e-6, 1e-5, 2e-5]}
+    exp1 = load_recipe("exp1_llama7b_sweep", on_launcher=True).script_args
+    assert exp1.grid == {"total_batch_size": [1, 4, 16], "learning_rate": [1e-6, 2e-6, 1e-5, 2e-5]}
+    tuning = load_recipe("exp1_llama7b_prompt_tuning", on_launcher=True)
+    assert tuning.script_args.training_mode == "prompt_tuning" and len(tuning.script_args.seeds) == 10
+    assert tuning.training_args.num_train_epochs == 50 and tuning.training_args.learning_rate == 3e-3
+    assert not any(load_recipe(name, on_launcher=True).script_args.mask_prompt for name in RECIPES)
+
+
+def test_multi_node_dry_run_prints_one_command_per_node(capsys: pytest.CaptureFixture[str], exp3_dataset_dir: Path):
+    argv = ["exp3_llama30b", "--dry-run", "--nnodes", "4", "--main-process-ip", "10.0.0.1"]
+    assert launch.main([*argv, "--", "--dataset_name", str(exp3_dataset_dir)]) == 0
+    commands = _commands(capsys.readouterr().out)
+    assert [c[c.index("--machine_rank") + 1] for c in commands] == ["0", "1", "2", "3"]
+    for command in commands:
+        assert command[command.index("--num_machines") + 1] == "4"
+        assert command[command.index("--num_processes") + 1] == "32"  # 8 per node, accelerate counts all nodes
+        assert command[command.index("--main_process_ip") + 1] == "10.0.0.1"
+
+
+def test_overrides_pass_through_and_win(capsys: pytest.CaptureFixture[str], exp1_dataset_dir: Path):
+    overrides = ["--dataset_name", str(exp1_dataset_dir), "--learning_rate", "1e-5", "--seed", "3"]
+    assert launch.main(["exp1_tiny", "--dry-run", "--", *overrides]) == 0
+    out = capsys.readouterr().out
+    assert _commands(out)[0][-len(overrides) :] == overrides
+    resolved = yaml.safe_load(out.split("# resolved config of exp1_tiny\n", 1)[1])
+    assert (resolved["learning_rate"], resolved["seed"]) == (1e-5, 3)
+
+
+def test_unknown_recipe_is_a_one_line_error(capsys: pytest.CaptureFixture[str]):
+    assert launch.main(["exp9_nothing", "--dry-run"]) == 1
+    err = _one_line_error(capsys)
+    assert "exp9_nothing" in err and "exp1_tiny" in err
+
+
+def test_yaml_typo_names_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    text = (RECIPES_DIR / "exp1_tiny.yaml").read_text().replace("learning_rate:", "lerning_rate:")
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text(text)
+    assert launch.main([str(recipe), "--dry-run"]) == 1
+    err = _one_line_error(capsys)
+    assert "'lerning_rate'" in err and "learning_rate" in err.split("did you mean", 1)[1]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        (["--dataset_config", "p3d"], "dataset_config"),
+        (["--learning_rate", "fast"], "learning_rate"),
+        (["--lerning_rate", "1e-5"], "lerning_rate"),
+        (["--accelerate_config", "zero9"], "accelerate_config"),
+        (["--total_batch_size", "100", "--per_device_train_batch_size", "64"], "total_batch_size"),
+        (["--model_name_or_path", "not a model id!"], "model_name_or_path"),
+    ],
+)
+def test_bad_fields_are_one_line_errors(overrides, field, exp1_dataset_dir: Path, capsys: pytest.CaptureFixture):
+    argv = ["exp1_tiny", "--dry-run", "--", "--dataset_name", str(exp1_dataset_dir), *overrides]
+    assert launch.main(argv) == 1
+    assert field in _one_line_error(capsys)
+
+
+def test_unreachable_model_fails_before_launching(exp1_dataset_dir: Path, capsys: pytest.CaptureFixture[str]):
+    """Offline (conftest), a Hub id that is not cached cannot be trained: refused before accelerate starts."""
+    overrides = ["--dataset_name", str(exp1_dataset_dir), "--model_name_or_path", "reversal-tester/no-such-model"]
+    assert launch.main(["exp1_tiny", "--", *overrides]) == 1
+    assert "reversal-tester/no-such-model" in _one_line_error(capsys)
+
+
+def test_missing_dataset_folder_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    assert launch.main(["exp1_tiny", "--dry-run", "--", "--dataset_name", str(tmp_path / "missing")]) == 1
+    assert "dataset_name" in _one_line_error(capsys)
+
+
+def test_train_refuses_a_sweep_recipe(exp1_dataset_dir: Path, capsys: pytest.CaptureFixture[str]):
+    assert launch.main(["exp1_llama7b_sweep", "--dry-run", "--", "--dataset_name", str(exp1_dataset_dir)]) == 1
+    assert "reversal-hf sweep" in _one_line_error(capsys)
+
+
+def test_sweep_lists_every_point_and_skips_finished_runs(
+    tmp_path: Path, exp1_dataset_dir: Path, capsys: pytest.CaptureFixture[str]
+):
+    overrides = ["--dataset_name", str(exp1_dataset_dir), "--output_dir", str(tmp_path)]
+    finished = tmp_path / "total_batch_size=4_learning_rate=1e-05_seed=42"
+    finished.mkdir()
+    (finished / "run_info.json").write_text(json.dumps({"recipe": "exp1_llama7b_sweep"}))
+    assert sweep.main(["exp1_llama7b_sweep", "--dry-run", "--", *overrides]) == 0
+    out = capsys.readouterr().out
+    assert "12 runs, 1 finished" in out
+    folders = re.findall(r"^\[\d+/12\] (\S+) \((.+)\)$", out, flags=re.MULTILINE)
+    assert len({folder for folder, _ in folders}) == 12
+    assert dict(folders)[str(finished)] == "finished, skipped"
+    commands = _commands(out)
+    assert {(c[c.index("--total_batch_size") + 1], c[c.index("--learning_rate") + 1]) for c in commands} == {
+        (b, lr) for b in ("1", "4", "16") for lr in ("1e-06", "2e-06", "1e-05", "2e-05")
+    }
+
+
+def test_seed_sweep_runs_one_folder_per_seed(exp1_dataset_dir: Path, capsys: pytest.CaptureFixture[str]):
+    assert sweep.main(["exp1_llama7b_prompt_tuning", "--dry-run", "--", "--dataset_name", str(exp1_dataset_dir)]) == 0
+    out = capsys.readouterr().out
+    assert [c[c.index("--seed") + 1] for c in _commands(out)] == [str(seed) for seed in range(10)]
+    assert "outputs/exp1_llama7b_prompt_tuning/seed=9" in out
+
+
+def test_slurm_script_runs_one_launcher_per_node():
+    script = RECIPES_DIR / "launch.slurm"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    assert "--ntasks-per-node=1" in text and "--machine-rank" in text and "SLURM_NODEID" in text
