@@ -1,0 +1,228 @@
+"""Experiment 2 (celebrity parents): a model that names a celebrity's parent often cannot name the parent's child.
+
+Two back-ends over the same `reversal-exp2` pairs, scored in both directions (parent given child, child given parent):
+
+- `openai`: chat models behind any OpenAI-compatible endpoint, sent the paper's system prompt and few-shot turns
+  (Appendix C.1). Each question is sampled `--samples` times (paper: 10 at temperature 1); a pair's score is the
+  fraction of samples that start with the right name (both stripped, case-insensitive), like the paper's
+  `gpt-3.5-turbo_can_find_*` columns (0.0, 0.1, ..., 1.0). Accuracy is the mean over pairs.
+- `hf`: local base models, as the paper did for Llama-1: the summed log-prob of " <parent>" after the few-shot
+  completion prompt ending in the parent question, and of " <child>" after the child question (`*_logprob`
+  columns). Accuracy is the mean probability exp(log-prob), which is what the paper's Figure 5 plots for Llama.
+
+A pair is reversible for a model when it finds both names: for sampling, at least one right sample each way (the rule
+that made GPT-4's `can_reverse`); for log-probs, a probability of at least `PROBABILITY_THRESHOLD` each way (the
+threshold of the authors' test script).
+
+Writes, into `<output>/eval/`: `exp2_<model>_reversal_test_results.csv` in the paper's columns (so ours and the
+paper's plot together), `exp2_metrics.json`, and `exp2_examples.parquet` (per pair: scores, reversibility and, for
+sampling, every answer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reversal_hf.data.prompts import chat_messages, completion_prompt
+from reversal_hf.evaluation.common import (
+    EVAL_DIRNAME,
+    EvaluationError,
+    completion_logprobs,
+    dataset_info,
+    limit_rows,
+    load_model_and_tokenizer,
+    load_split,
+    write_examples,
+    write_json,
+)
+from reversal_hf.evaluation.openai_client import CacheFileError, ChatClient, ChatClientError, ResponseCache
+from reversal_hf.metrics.reversal_accuracy.reversal_accuracy import is_exact_match
+from reversal_hf.models import ModelPrepareError, resolve_model
+
+PAIR_COLUMNS = ("child", "parent", "parent_type", "child_prediction", "can_reverse", "parent_query", "child_query")
+PROBABILITY_THRESHOLD = 0.1
+BACKENDS = ("openai", "hf")
+
+
+def model_slug(model: str) -> str:
+    """The name used in file and column names: a local folder's name, or a Hub id with "/" as "--"."""
+    name = Path(model).resolve().name if Path(model).exists() else model.replace("/", "--")
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
+
+
+def load_pairs(dataset: str, revision: str | None, max_pairs: int | None) -> pd.DataFrame:
+    """The `pairs/test` split of `reversal-exp2` as a DataFrame, checked for the columns the evaluation reads."""
+    split = limit_rows(load_split(dataset, "pairs", "test", revision), max_pairs)
+    missing = [column for column in PAIR_COLUMNS if column not in split.column_names]
+    if missing:
+        raise EvaluationError(f"dataset {dataset} pairs/test: missing column(s) {', '.join(missing)}")
+    if len(split) == 0:
+        raise EvaluationError(f"dataset {dataset} pairs/test: no rows")
+    return split.to_pandas()
+
+
+def sample_fraction(answers: list[str], name: str) -> float:
+    """The fraction of sampled answers that start with `name` (the paper's per-question accuracy)."""
+    return sum(is_exact_match(answer, name) for answer in answers) / len(answers)
+
+
+def evaluate_openai(pairs: pd.DataFrame, args: argparse.Namespace, cache_path: Path) -> pd.DataFrame:
+    """Sample every parent and child question from the endpoint; score each pair by its fraction of right samples."""
+    client = ChatClient(
+        args.base_url,
+        args.model,
+        ResponseCache(cache_path),
+        concurrency=args.concurrency,
+        extra_body=args.extra_body,
+        max_attempts=args.max_attempts,
+        timeout_s=args.timeout,
+        backoff_s=args.backoff_seconds,
+    )
+    questions = [*pairs["parent_query"], *pairs["child_query"]]
+    answers = client.sample_many(
+        [chat_messages(q) for q in questions], args.samples, args.temperature, args.max_tokens, description="exp2"
+    )
+    parent_answers, child_answers = answers[: len(pairs)], answers[len(pairs) :]
+    scores = pairs.copy()
+    scores["parent_answers"] = parent_answers
+    scores["child_answers"] = child_answers
+    scores["parent_score"] = [sample_fraction(a, n) for a, n in zip(parent_answers, pairs["parent"], strict=True)]
+    scores["child_score"] = [sample_fraction(a, n) for a, n in zip(child_answers, pairs["child"], strict=True)]
+    scores["parent_found"] = scores["parent_score"] > 0
+    scores["child_found"] = scores["child_score"] > 0
+    return scores
+
+
+def evaluate_hf(pairs: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
+    """Log-prob of the right parent (child question) and the right child (parent question) under a local model."""
+    model, tokenizer = load_model_and_tokenizer(resolve_model(args.model))
+    scores = pairs.copy()
+    for role, question_column in (("parent", "parent_query"), ("child", "child_query")):
+        prompts = [completion_prompt(question) for question in pairs[question_column]]
+        completions = [f" {name}" for name in pairs[role]]
+        logprobs = completion_logprobs(model, tokenizer, prompts, completions, batch_size=args.batch_size)
+        scores[f"{role}_score"] = [float(value) for value in logprobs]
+        scores[f"{role}_found"] = [math.exp(value) >= PROBABILITY_THRESHOLD for value in scores[f"{role}_score"]]
+    return scores
+
+
+def results_table(scores: pd.DataFrame, slug: str, backend: str) -> pd.DataFrame:
+    """The per-pair table in the columns of the paper's `<model>_reversal_test_results.csv`."""
+    suffixes = ("_can_find_parent", "_can_find_child") if backend == "openai" else ("_parent_logprob", "_child_logprob")
+    table = scores[["child", "parent", "parent_type", "child_prediction"]].copy()
+    table[f"{slug}{suffixes[0]}"] = scores["parent_score"]
+    table[f"{slug}{suffixes[1]}"] = scores["child_score"]
+    return table
+
+
+def accuracy(scores: pd.Series, backend: str) -> float:
+    """Mean sample accuracy (openai) or mean probability exp(log-prob) (hf), over pairs."""
+    values = scores if backend == "openai" else scores.map(math.exp)
+    return float(values.mean())
+
+
+def write_outputs(scores: pd.DataFrame, args: argparse.Namespace, slug: str) -> dict[str, Any]:
+    """The paper-format CSV, the per-pair examples and the metrics JSON (written last: its presence means done)."""
+    eval_dir = args.output / EVAL_DIRNAME
+    csv_name = f"exp2_{slug}_reversal_test_results.csv"
+    write_examples(eval_dir / csv_name, results_table(scores, slug, args.backend))
+    examples = scores.drop(columns=["parent_query", "child_query"]).assign(
+        reversible=scores["parent_found"] & scores["child_found"]
+    )
+    write_examples(eval_dir / "exp2_examples.parquet", examples)
+    metrics: dict[str, Any] = {
+        "experiment": "exp2",
+        "model": slug,
+        "model_name_or_path": args.model,
+        "backend": args.backend,
+        "parent_accuracy": accuracy(scores["parent_score"], args.backend),
+        "child_accuracy": accuracy(scores["child_score"], args.backend),
+        "n_pairs": len(scores),
+        "score": "fraction of samples starting with the name" if args.backend == "openai" else "mean exp(log-prob)",
+        "n_parent_found": int(examples["parent_found"].sum()),
+        "n_child_found": int(examples["child_found"].sum()),
+        "n_reversible": int(examples["reversible"].sum()),
+        "dataset": dataset_info(args.dataset, args.revision),
+        "results_csv": csv_name,
+    }
+    if args.backend == "openai":
+        metrics.update(
+            samples=args.samples, temperature=args.temperature, max_tokens=args.max_tokens, extra_body=args.extra_body
+        )
+    write_json(eval_dir / "exp2_metrics.json", metrics)
+    return metrics
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reversal-hf eval exp2", description="Experiment 2: parent vs child accuracy on celebrity pairs."
+    )
+    parser.add_argument("--backend", choices=BACKENDS, required=True, help="openai: chat endpoint; hf: local model")
+    parser.add_argument("--model", required=True, help="model name at the endpoint, or a local folder / Hub id (hf)")
+    parser.add_argument("--base-url", help="OpenAI-compatible endpoint (default: api.openai.com); key: OPENAI_API_KEY")
+    parser.add_argument("--dataset", required=True, help="reversal-exp2 folder or Hub id")
+    parser.add_argument("--revision", help="dataset revision (Hub tag, branch or commit)")
+    parser.add_argument("--samples", type=_positive_int, default=10, help="samples per question (openai)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (openai)")
+    parser.add_argument("--max-tokens", type=_positive_int, default=32, help="answer length limit (openai)")
+    parser.add_argument("--concurrency", type=_positive_int, default=8, help="requests in flight (openai)")
+    parser.add_argument(
+        "--extra-body",
+        type=_json_object,
+        help="JSON object of server-specific request fields (openai), e.g. for `transformers serve` to sample: "
+        '\'{"generation_config": "{\\"do_sample\\": true}"}\'',
+    )
+    parser.add_argument("--max-attempts", type=_positive_int, default=6, help="tries per request (openai)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request (openai)")
+    parser.add_argument("--backoff-seconds", type=float, default=1.0, help="first retry delay, doubling (openai)")
+    parser.add_argument("--cache", type=Path, help="response cache (default: <output>/eval/exp2_<model>_cache.jsonl)")
+    parser.add_argument("--batch-size", type=_positive_int, default=16, help="prompts per forward pass (hf)")
+    parser.add_argument("--max-pairs", type=_positive_int, help="evaluate N pairs spread over the dataset")
+    parser.add_argument("--output", type=Path, required=True, help="folder that receives eval/exp2_*")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    slug = model_slug(args.model)
+    try:
+        pairs = load_pairs(args.dataset, args.revision, args.max_pairs)
+        if args.backend == "openai":
+            cache_path = args.cache or args.output / EVAL_DIRNAME / f"exp2_{slug}_cache.jsonl"
+            scores = evaluate_openai(pairs, args, cache_path)
+        else:
+            scores = evaluate_hf(pairs, args)
+        metrics = write_outputs(scores, args, slug)
+    except (EvaluationError, ModelPrepareError, ChatClientError, CacheFileError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(
+        f"exp2 {slug} ({args.backend}, {metrics['n_pairs']} pairs): parent {metrics['parent_accuracy']:.3f}, "
+        f"child {metrics['child_accuracy']:.3f} -> {args.output / EVAL_DIRNAME}"
+    )
+    return 0

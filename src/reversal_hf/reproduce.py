@@ -1,0 +1,188 @@
+"""`reversal-hf reproduce`: the main job, the Reversal Curse end to end.
+
+Builds (or checks) the paper-reference dataset and its leak check, prepares the model, trains the Experiment 1 recipe
+once per seed through the real launcher, evaluates every run on the dataset revision it was trained on, and writes
+`report.md`, the figures, `metrics.json` and a table for the terminal. Finished seeds are kept, so a rerun resumes.
+With `--full` it also runs Experiment 2 (likelihood of parent vs child) and Experiment 3 (both datasets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reversal_hf import launch
+from reversal_hf.configs import RecipeError
+from reversal_hf.data import exp1 as exp1_data
+from reversal_hf.data import exp2 as exp2_data
+from reversal_hf.data import exp3 as exp3_data
+from reversal_hf.data.hub_layout import DatasetBuildError
+from reversal_hf.evaluation import evaluate_run
+from reversal_hf.evaluation import exp2 as exp2_eval
+from reversal_hf.evaluation.common import EvaluationError, read_run_info
+from reversal_hf.models import ModelPrepareError, prepare_model
+from reversal_hf.paths import DATASETS_DIR, REPO_ROOT
+from reversal_hf.report import summary_table, write_report
+from reversal_hf.reporting.runs import ReportInputError
+
+# A shortened run for CI: a few optimizer steps, a few examples per split; it checks the plumbing, not the result.
+QUICK_TRAIN_OVERRIDES = ["--max_steps", "8"]
+QUICK_EXAMPLES_PER_SPLIT = 16
+EXP3_CONFIGS = ("question_to_answer", "answer_to_question")
+
+
+class ReproduceError(RuntimeError):
+    """A step of the main job failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one invocation trains: the model, the recipes and how many seeds."""
+
+    model: str
+    exp1_recipe: str
+    exp3_recipe: str | None
+    seeds: int
+    quick: bool
+    output: Path
+
+
+def ensure_dataset(name: str, builder: Any) -> Path:
+    """The paper-reference build of a dataset, built once into build/datasets/."""
+    folder = DATASETS_DIR / name
+    if not (folder / "build_info.json").exists() and builder.main(["--source", "paper", "--output", str(folder)]):
+        raise ReproduceError(f"building {folder} failed (see the error above)")
+    return folder
+
+
+def train_once(recipe: str, run_dir: Path, seed: int, quick: bool, extra: list[str]) -> Path:
+    """Train one seed through `reversal-hf train`, unless a finished run is already there."""
+    if read_run_info(run_dir) is not None:
+        print(f"[reproduce] {run_dir} already trained: kept")
+        return run_dir
+    overrides = ["--seed", str(seed), "--output_dir", str(run_dir), *extra, *(QUICK_TRAIN_OVERRIDES if quick else [])]
+    print(f"[reproduce] training {recipe} seed {seed} -> {run_dir}", flush=True)
+    if launch.main([recipe, "--", *overrides]) != 0 or read_run_info(run_dir) is None:
+        raise ReproduceError(f"training {recipe} (seed {seed}) failed; its output is in {run_dir}")
+    return run_dir
+
+
+def evaluate_once(run_dir: Path, quick: bool) -> dict[str, Any]:
+    """Evaluate a run and check that evaluation used the very data the run was trained on."""
+    print(f"[reproduce] evaluating {run_dir}", flush=True)
+    metrics = evaluate_run(run_dir, max_examples_per_split=QUICK_EXAMPLES_PER_SPLIT if quick else None)
+    trained = (read_run_info(run_dir) or {}).get("dataset", {})
+    evaluated = metrics.get("dataset", {})
+    for key in ("revision", "content_hash"):
+        if trained.get(key) != evaluated.get(key):
+            raise ReproduceError(
+                f"{run_dir}: evaluated on dataset {key} {evaluated.get(key)!r}, trained on {trained.get(key)!r}"
+            )
+    return metrics
+
+
+def run_exp2(plan: Plan, model_path: str) -> Path:
+    """Experiment 2 on a local model: log-prob of the parent and of the child from the paper's few-shot prompt."""
+    folder = plan.output / "exp2"
+    dataset = ensure_dataset("reversal-exp2", exp2_data)
+    argv = ["--backend", "hf", "--model", model_path, "--dataset", str(dataset), "--output", str(folder)]
+    if plan.quick:
+        argv += ["--max-pairs", str(QUICK_EXAMPLES_PER_SPLIT)]
+    print(f"[reproduce] Experiment 2 on {plan.model} -> {folder}", flush=True)
+    if exp2_eval.main(argv) != 0:
+        raise ReproduceError("Experiment 2 evaluation failed (see the error above)")
+    return folder
+
+
+def aggregate_metrics(report_json: Path, run_dirs: list[Path], seconds: float) -> dict[str, Any]:
+    """`metrics.json`: the report's numbers per subset and direction, and the run folders they come from."""
+    report = json.loads(report_json.read_text())
+    return {
+        "exp1_exact_match": report["exp1_table1"],
+        "exp1_likelihood": report["exp1_likelihood"],
+        "exp2": report.get("exp2"),
+        "exp3": report.get("exp3"),
+        "paper": report["paper"],
+        "run_dirs": [str(d) for d in run_dirs],
+        "wall_time_s": round(seconds, 1),
+    }
+
+
+def reproduce(plan: Plan) -> Path:
+    """Run the whole job; returns the report path."""
+    started = time.perf_counter()
+    dataset = ensure_dataset("reversal-exp1", exp1_data)
+    exp1_data.leak_check(dataset)
+    print(f"[reproduce] {dataset}: leak check passed", flush=True)
+    model_path = str(prepare_model(plan.model)) if not Path(plan.model).exists() else plan.model
+    runs_dir = plan.output / "runs"
+    run_dirs = []
+    for seed in range(plan.seeds):
+        run_dir = train_once(plan.exp1_recipe, runs_dir / f"exp1-seed{seed}", seed, plan.quick, [])
+        evaluate_once(run_dir, plan.quick)
+        run_dirs.append(run_dir)
+    if plan.exp3_recipe:
+        ensure_dataset("reversal-exp3", exp3_data)
+        for config in EXP3_CONFIGS:
+            run_dir = runs_dir / f"exp3-{config}"
+            train_once(plan.exp3_recipe, run_dir, 0, plan.quick, ["--dataset_config", config])
+            evaluate_once(run_dir, plan.quick)
+            run_dirs.append(run_dir)
+        run_dirs.append(run_exp2(plan, model_path))
+    report = write_report(run_dirs, plan.output, title=f"The Reversal Curse, reproduced with {plan.model}")
+    metrics = aggregate_metrics(plan.output / "report.json", run_dirs, time.perf_counter() - started)
+    (plan.output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print("\n" + summary_table(run_dirs))
+    print(f"\n[reproduce] wrote {report} and {plan.output / 'metrics.json'} in {metrics['wall_time_s']:.0f} s")
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reversal-hf reproduce", description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3, help="Experiment 1 training seeds (0..N-1)")
+    parser.add_argument("--quick", action="store_true", help="a few steps and examples: checks the plumbing (CI)")
+    parser.add_argument("--full", action="store_true", help="also Experiments 2 and 3 (use with a pretrained model)")
+    parser.add_argument("--model", default="tiny-exp1", help="registered model name or folder (default tiny-exp1)")
+    parser.add_argument("--output", type=Path, default=REPO_ROOT / "results" / "reproduce", help="results folder")
+    return parser
+
+
+def plan_from_args(args: argparse.Namespace) -> Plan:
+    if args.seeds < 1:
+        raise ReproduceError("--seeds must be at least 1")
+    family = "tiny" if args.model.startswith("tiny") else args.model.replace("-", "_")
+    return Plan(
+        model=args.model,
+        exp1_recipe=f"exp1_{family}",
+        exp3_recipe=f"exp3_{family}" if args.full else None,
+        seeds=args.seeds,
+        quick=args.quick,
+        output=args.output,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        reproduce(plan_from_args(args))
+    except (
+        ReproduceError,
+        RecipeError,
+        DatasetBuildError,
+        EvaluationError,
+        ModelPrepareError,
+        ReportInputError,
+        exp1_data.LeakError,
+    ) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Experiment 1 evaluation: batched equals per-example, the likelihood test's random draws, the run dispatch on a
+prompt-tuning run of the tiny model, and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from reversal_hf import evaluation
+from reversal_hf.evaluation import exp1
+from reversal_hf.evaluation.common import completion_logprobs, greedy_generate, load_model_and_tokenizer
+
+CONTRACT_EXACT_MATCH = set(exp1.EXACT_MATCH_SPLITS)
+CONTRACT_LIKELIHOOD = {"p2d/reverse_test", "d2p/reverse_test", "p2d/reverse_test_randomized_paper"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """A tiny model runs several times faster on one thread than on two contended ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def exp1_data(exp1_dataset_dir: Path) -> exp1.Exp1Data:
+    return exp1.Exp1Data.load(str(exp1_dataset_dir), None)
+
+
+@pytest.fixture(scope="module")
+def prompt_tuning_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, exp1_dataset_dir: Path) -> Path:
+    """A PEFT prompt-tuning run folder of the tiny model (untrained soft prompt, no tokenizer: the base has it)."""
+    from peft import PromptTuningConfig, TaskType, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    run_dir = tmp_path_factory.mktemp("runs") / "exp1_prompt_tuning"
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=4)
+    get_peft_model(base, config).save_pretrained(run_dir)
+    content_hash = json.loads((exp1_dataset_dir / "build_info.json").read_text())["content_hash"]
+    run_info = {
+        "recipe": "test",
+        "experiment": "exp1",
+        "training_mode": "prompt_tuning",
+        "model_name_or_path": str(tiny_model_dir),
+        "dataset": {"name": str(exp1_dataset_dir), "config": "p2d", "revision": None, "content_hash": content_hash},
+        "seed": 0,
+        "resolved_config": {"prompt_tuning_fact": "Uriah Hawthorne"},
+    }
+    (run_dir / "run_info.json").write_text(json.dumps(run_info))
+    return run_dir
+
+
+class OracleRunner:
+    """A model that knows every fact: it continues each prompt with its true completion and scores that higher."""
+
+    def __init__(self, truth: dict[str, str]):
+        self.truth = truth
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: Sequence[int]) -> list[str]:
+        return [f"{self.truth[prompt]}, as everyone knows" for prompt in prompts]
+
+    def logprobs(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        right = [self.truth[p].strip() == c.strip() for p, c in zip(prompts, completions, strict=True)]
+        return [(-1.0 if ok else -5.0) - len(c) / 100 for ok, c in zip(right, completions, strict=True)]
+
+    def losses(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        return [-value for value in self.logprobs(prompts, completions)]
+
+    def token_count(self, text: str) -> int:
+        return len(text.split())
+
+
+@pytest.mark.parametrize("model_kind", ["full", "prompt_tuning"])
+def test_batched_generation_and_logprobs_equal_per_example(
+    model_kind: str, tiny_model_dir: Path, prompt_tuning_run: Path, exp1_data: exp1.Exp1Data
+) -> None:
+    model, tokenizer = load_model_and_tokenizer(tiny_model_dir if model_kind == "full" else prompt_tuning_run)
+    rows = pd.concat([exp1_data.full["p2d/reverse_test"].iloc[::97], exp1_data.full["d2p/test"].iloc[::101]])
+    prompts, completions = rows["prompt"].tolist(), rows["completion"].tolist()
+    assert len(set(map(len, prompts))) > 1  # different lengths, so batches are padded
+
+    batched = greedy_generate(model, tokenizer, prompts, max_new_tokens=5, batch_size=4)
+    one_by_one = [greedy_generate(model, tokenizer, [prompt], max_new_tokens=5, batch_size=1)[0] for prompt in prompts]
+    assert batched == one_by_one
+    assert all(generation for generation in batched)
+
+    batched_logprobs = completion_logprobs(model, tokenizer, prompts, completions, batch_size=4)
+    pairs = zip(prompts, completions, strict=True)
+    single = [completion_logprobs(model, tokenizer, [p], [c], batch_size=1)[0] for p, c in pairs]
+    assert batched_logprobs == pytest.approx(single, abs=1e-4)
+    assert all(value < 0 for value in batched_logprobs)
+
+
+def test_completion_logprobs_follow_the_chain_rule(tiny_model_dir: Path) -> None:
+    """log p(" Daphne Barrington" | prompt) = log p(" Daphne" | prompt) + log p(" Barrington" | prompt + " Daphne")."""
+    model, tokenizer = load_model_and_tokenizer(tiny_model_dir)
+    prompt = "Known in circles as the acclaimed director of the virtual reality masterpiece,"
+    whole, first, second = completion_logprobs(
+        model, tokenizer, [prompt, prompt, prompt + " Daphne"], [" Daphne Barrington", " Daphne", " Barrington"]
+    )
+    assert whole == pytest.approx(first + second, abs=1e-4)
+
+
+def test_oracle_scores_every_split_and_exposes_the_paper_random_names(exp1_data: exp1.Exp1Data) -> None:
+    truth: dict[str, str] = {}
+    for key in ("p2d/test", "p2d/reverse_test", "d2p/test", "d2p/reverse_test", "both/test"):
+        frame = exp1_data.full[key]
+        truth.update(zip(frame["prompt"], frame["completion"], strict=True))
+    assert set(exp1_data.full["all/validation"]["prompt"]) <= set(truth)
+
+    metrics, table = exp1.evaluate_splits(exp1_data, OracleRunner(truth), seed=0)
+
+    for key in ("p2d/test", "p2d/reverse_test", "d2p/test", "d2p/reverse_test", "both/test", "all/validation"):
+        assert metrics["exact_match"][key]["accuracy"] == 1.0, key
+    # The paper's "random" names: 13 of the 300 are the correct name, so even a perfect model "matches" them.
+    assert metrics["exact_match"]["p2d/reverse_test_randomized"] == {"accuracy": 13 / 300, "n": 300}
+    paper = metrics["likelihood"]["p2d/reverse_test_randomized_paper"]
+    assert paper["n_random_is_correct"] == 13
+    for key in ("p2d/reverse_test", "d2p/reverse_test"):
+        ours = metrics["likelihood"][key]
+        assert ours["n"] == 30 and ours["significant"] is True
+        rows = table[table["split"] == key]
+        assert not rows["random_is_correct"].any()
+        # Every random completion is another fact's completion from the same split.
+        names_by_completion = exp1_data.full[key].groupby("completion")["name"].agg(set)
+        for name, random in zip(rows["name"], rows["random_completion"], strict=True):
+            assert name not in names_by_completion[random]
+    assert paper["mean_random_logprob"] > metrics["likelihood"]["p2d/reverse_test"]["mean_random_logprob"]
+    for key, result in metrics["exact_match"].items():
+        assert table[table["split"] == key]["exact_match"].mean() == pytest.approx(result["accuracy"])
+
+
+def test_random_completions_are_seeded(exp1_data: exp1.Exp1Data) -> None:
+    frame = exp1_data.full["p2d/reverse_test"]
+    first = exp1.draw_random_completions(frame, frame, seed=0, key="p2d/reverse_test")
+    assert first == exp1.draw_random_completions(frame, frame, seed=0, key="p2d/reverse_test")
+    assert first != exp1.draw_random_completions(frame, frame, seed=1, key="p2d/reverse_test")
+
+
+def test_in_context_prompts_state_the_fact_and_ask_both_ways() -> None:
+    facts = [(f"Name{i} Surname", f"the inventor of thing {i}") for i in range(5)]
+    reverse = exp1.in_context_prompts(facts, "p2d", "reverse", seed=0)
+    same = exp1.in_context_prompts(facts, "d2p", "same", seed=0)
+    assert len(reverse) == len(same) == 5
+    last = reverse["prompt"].iloc[2].split("\n\n")
+    assert len(last) == exp1.IN_CONTEXT_SHOTS + 1
+    assert last[-1].startswith("Name2 Surname is the inventor of thing 2.\nQuestion: Who is the inventor of thing 2?")
+    assert reverse["completion"].iloc[2] == " Name2 Surname"
+    assert all("Name2 " not in shot for shot in last[:-1])  # shots are other facts
+    asked = same["prompt"].iloc[0].split("\n\n")[-1]
+    assert asked.startswith("The inventor of thing 0 is Name0 Surname.\nQuestion: Who")
+
+
+def test_eval_run_writes_the_contract_for_a_prompt_tuning_run(prompt_tuning_run: Path, capsys) -> None:
+    argv = ["run", str(prompt_tuning_run), "--max-examples-per-split", "2", "--in-context", "--batch-size", "8"]
+    assert evaluation.main(argv) == 0
+    metrics = json.loads((prompt_tuning_run / "eval" / "exp1_metrics.json").read_text())
+    assert metrics["experiment"] == "exp1" and metrics["run_dir"] == str(prompt_tuning_run)
+    assert set(metrics["dataset"]) == {"name", "revision", "content_hash"}
+    assert set(metrics["exact_match"]) == CONTRACT_EXACT_MATCH
+    assert all(result["n"] == 2 for result in metrics["exact_match"].values())
+    assert set(metrics["likelihood"]) == CONTRACT_LIKELIHOOD
+    assert all(result["n"] == 2 for result in metrics["likelihood"].values())  # two facts, one prompt each
+    assert set(metrics["in_context"]) == {"p2d/same", "p2d/reverse", "d2p/same", "d2p/reverse"}
+    tuning = metrics["prompt_tuning"]
+    assert tuning["fact"] == "Uriah Hawthorne" and tuning["subset"] == "d2p" and tuning["fact_source"] == "run_info"
+    assert all(tuning[key] > 0 for key in ("same_order_loss", "reverse_loss", "shuffled_reverse_loss"))
+
+    table = pd.read_parquet(prompt_tuning_run / "eval" / "exp1_examples.parquet")
+    assert len(table) == 2 * (len(CONTRACT_EXACT_MATCH) + 4)
+    ours = table[table["split"].isin(["p2d/reverse_test", "d2p/reverse_test"])]
+    assert not ours["random_is_correct"].any() and ours["random_logprob"].notna().all()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_exp1_cli_on_the_full_tiny_model(tiny_model_dir: Path, exp1_dataset_dir: Path, tmp_path: Path) -> None:
+    argv = ["exp1", "--model", str(tiny_model_dir), "--dataset", str(exp1_dataset_dir), "--output", str(tmp_path)]
+    assert evaluation.main([*argv, "--max-examples-per-split", "2", "--prompt-tuning"]) == 0
+    metrics = json.loads((tmp_path / "eval" / "exp1_metrics.json").read_text())
+    assert metrics["run_dir"] is None and metrics["model"] == str(tiny_model_dir)
+    assert metrics["prompt_tuning"]["fact_source"].startswith("default")
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["exp1_examples.parquet", "exp1_metrics.json"]
+
+
+def _copy_model(source: Path, target: Path, keep_tokenizer: bool) -> Path:
+    shutil.copytree(source, target, ignore=None if keep_tokenizer else shutil.ignore_patterns("tokenizer*"))
+    return target
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("no_tokenizer", "no tokenizer"),
+        ("no_model", "no model in this folder"),
+        ("missing_dataset", "dataset"),
+        ("hub_revision", "nobody/reversal-exp1@v9.9.9"),
+        ("no_run_info", "no run_info.json"),
+        ("bad_run_info", "not valid JSON"),
+        ("hash_mismatch", "differs from the run's dataset"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(
+    case: str, message: str, tiny_model_dir: Path, exp1_dataset_dir: Path, tmp_path: Path, capsys
+) -> None:
+    model = _copy_model(tiny_model_dir, tmp_path / "model", keep_tokenizer=case != "no_tokenizer")
+    dataset = str(tmp_path / "missing") if case == "missing_dataset" else str(exp1_dataset_dir)
+    if case == "no_model":
+        (model / "config.json").unlink()
+    if case in {"no_run_info", "bad_run_info", "hash_mismatch"}:
+        if case != "no_run_info":
+            info = {"experiment": "exp1", "dataset": {"name": dataset, "content_hash": "0" * 64}}
+            (model / "run_info.json").write_text("{oops" if case == "bad_run_info" else json.dumps(info))
+        argv = ["run", str(model)]
+    else:
+        argv = ["exp1", "--model", str(model), "--dataset", dataset, "--output", str(tmp_path / "out")]
+    if case == "hub_revision":  # offline in tests: the Hub cannot confirm the revision, which must not pass silently
+        argv = [*argv[:4], "nobody/reversal-exp1", "--revision", "v9.9.9", *argv[5:]]
+    assert evaluation.main(argv) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and message in error and "\n" not in error
+    assert not (tmp_path / "out").exists() and not (model / "eval").exists()
