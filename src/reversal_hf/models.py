@@ -74,13 +74,13 @@ def build_tiny_model(
     *,
     seed: int = 0,
     vocab_size: int = 4096,
-    hidden_size: int = 256,
+    hidden_size: int = 128,
     num_layers: int = 4,
-    num_heads: int = 4,
-    intermediate_size: int = 688,
+    num_heads: int = 2,
+    intermediate_size: int = 344,
     max_position_embeddings: int = 1024,
 ) -> Path:
-    """Write an untrained ~4M-parameter Llama and its tokenizer into `output_dir` (atomically).
+    """Write an untrained ~1.2M-parameter Llama and its tokenizer into `output_dir` (atomically).
 
     Small enough to learn the 3,600 one-sentence Experiment 1 documents on CPU in minutes; embeddings are tied
     because at this size the output matrix would otherwise be a quarter of the parameters. The saved config names no
