@@ -1,12 +1,14 @@
 """What every evaluator needs: a run's model and tokenizer, batched greedy generation and completion log-probs, the
 dataset of a run at its revision, the metric, and atomic output files.
 
-Generation and scoring are batched (left padding for generation, one forward pass per batch for log-probs) and
-return results in the order of their inputs, so evaluators never loop over examples one at a time.
+Generation and scoring are batched (left padding for generation, one forward pass per batch for log-probs, a shared
+prompt prefix computed once) and return results in the order of their inputs, so evaluators never loop over examples
+one at a time.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -28,6 +30,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 EVAL_DIRNAME = "eval"
 # Extra tokens beyond the longest reference: a model may spell the same text in more, smaller tokens.
 GENERATION_MARGIN = 4
+# A shared prompt prefix shorter than this costs less to recompute than to copy as keys and values into every batch.
+PREFIX_CACHE_MIN_TOKENS = 32
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +201,48 @@ def _completion_ids(tokenizer: Any, prompt: str, completion: str) -> tuple[list[
     return full_ids, start
 
 
+def _shared_prefix_length(model: Any, encoded: Sequence[tuple[list[int], int]], enabled: bool) -> int:
+    """How many leading tokens all sequences share, ending a token or more before every completion so that each
+    completion is scored from the logits of the batch pass; 0 where a cache would not pay off or not apply.
+
+    Prompt-tuned models are excluded: their virtual tokens must come before the prefix, in the same forward pass.
+    """
+    if not enabled or len(encoded) < 2 or _is_prompt_learning(model):
+        return 0
+    common = len(os.path.commonprefix([ids for ids, _ in encoded]))
+    length = min(common, min(start for _, start in encoded) - 1)
+    return length if length >= PREFIX_CACHE_MIN_TOKENS else 0
+
+
+def _prefix_cache(model: Any, prefix_ids: list[int]) -> Any:
+    """The keys and values of `prefix_ids` for a batch of one, computed once and copied for every batch."""
+    import torch
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        model(input_ids=torch.tensor([prefix_ids], device=device), cache=cache, use_cache=True)
+    return cache
+
+
+def _logits(model: Any, input_ids: Any, attention_mask: Any, prefix: Any, prefix_length: int) -> Any:
+    """Logits of a right-padded batch, continuing the cached `prefix` (of `prefix_length` tokens) when given."""
+    import torch
+
+    with torch.inference_mode():
+        if prefix is None:
+            return model(input_ids=input_ids, attention_mask=attention_mask).logits
+        rows, width = input_ids.shape
+        cache = copy.deepcopy(prefix)  # the forward pass appends to its cache: the stored prefix must stay as it is
+        cache.batch_repeat_interleave(rows)
+        full_mask = torch.cat([attention_mask.new_ones((rows, prefix_length)), attention_mask], dim=1)
+        positions = torch.arange(prefix_length, prefix_length + width, device=input_ids.device).expand(rows, -1)
+        return model(
+            input_ids=input_ids, attention_mask=full_mask, position_ids=positions, cache=cache, use_cache=True
+        ).logits
+
+
 def score_completions(
     model: Any,
     tokenizer: Any,
@@ -204,25 +250,30 @@ def score_completions(
     completions: Sequence[str],
     batch_size: int = 32,
     description: str = "scoring",
+    prefix_cache: bool = True,
 ) -> list[tuple[float, int]]:
-    """(summed log-prob, token count) of each completion given its prompt, one forward pass per batch."""
-    import torch
+    """(summed log-prob, token count) of each completion given its prompt, one forward pass per batch.
 
+    With `prefix_cache`, a token prefix that all sequences share (such as a few-shot transcript) runs once and
+    every batch runs only the rest on its keys and values; sequences are split in tokens, so scores are unchanged.
+    """
     if len(prompts) != len(completions):
         raise EvaluationError(f"{len(prompts)} prompts but {len(completions)} completions")
     encoded = [_completion_ids(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
+    prefix_length = _shared_prefix_length(model, encoded, prefix_cache)
+    prefix = _prefix_cache(model, encoded[0][0][:prefix_length]) if prefix_length else None
     device = next(model.parameters()).device
     scores: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
-    for batch in _batches([len(ids) for ids, _ in encoded], batch_size, description):
-        input_ids, attention_mask = _pad([encoded[i][0] for i in batch], tokenizer.pad_token_id, left=False)
-        with torch.inference_mode():
-            logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+    for batch in _batches([len(ids) - prefix_length for ids, _ in encoded], batch_size, description):
+        rest = [encoded[i][0][prefix_length:] for i in batch]
+        input_ids, attention_mask = _pad(rest, tokenizer.pad_token_id, left=False)
+        logits = _logits(model, input_ids.to(device), attention_mask.to(device), prefix, prefix_length)
         # Prompt tuning prepends virtual tokens: keep the positions of the real ones.
         logits = logits[:, -input_ids.shape[1] :].float()
         token_logprobs = logits[:, :-1].log_softmax(-1).gather(-1, input_ids[:, 1:, None].to(device))[..., 0]
         for row, i in enumerate(batch):
             full_ids, start = encoded[i]
-            values = token_logprobs[row, start - 1 : len(full_ids) - 1]
+            values = token_logprobs[row, start - prefix_length - 1 : len(full_ids) - prefix_length - 1]
             scores[i] = (float(values.sum()), len(values))
     return scores
 
@@ -234,9 +285,10 @@ def completion_logprobs(
     completions: Sequence[str],
     batch_size: int = 32,
     description: str = "log-probs",
+    prefix_cache: bool = True,
 ) -> list[float]:
-    """Summed log-probability of each completion's tokens given its prompt."""
-    scores = score_completions(model, tokenizer, prompts, completions, batch_size, description)
+    """Summed log-probability of each completion's tokens given its prompt (see `score_completions`)."""
+    scores = score_completions(model, tokenizer, prompts, completions, batch_size, description, prefix_cache)
     return [total for total, _ in scores]
 
 

@@ -50,6 +50,8 @@ from reversal_hf.models import ModelPrepareError, resolve_model
 PAIR_COLUMNS = ("child", "parent", "parent_type", "child_prediction", "can_reverse", "parent_query", "child_query")
 PROBABILITY_THRESHOLD = 0.1
 BACKENDS = ("openai", "hf")
+# The answer each question of the `hf` back-end is scored on: (answer column, question column).
+HF_ROLES = (("parent", "parent_query"), ("child", "child_query"))
 
 
 def model_slug(model: str) -> str:
@@ -101,15 +103,22 @@ def evaluate_openai(pairs: pd.DataFrame, args: argparse.Namespace, cache_path: P
     return scores
 
 
+def completion_requests(pairs: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """What the `hf` back-end scores: few-shot prompts and " <name>" answers, every parent question, then every
+    child question (one list, so the few-shot prefix they all share is computed once: `completion_logprobs`)."""
+    prompts = [completion_prompt(question) for _, column in HF_ROLES for question in pairs[column]]
+    completions = [f" {name}" for role, _ in HF_ROLES for name in pairs[role]]
+    return prompts, completions
+
+
 def evaluate_hf(pairs: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
     """Log-prob of the right parent (child question) and the right child (parent question) under a local model."""
     model, tokenizer = load_model_and_tokenizer(resolve_model(args.model))
+    prompts, completions = completion_requests(pairs)
+    logprobs = completion_logprobs(model, tokenizer, prompts, completions, batch_size=args.batch_size)
     scores = pairs.copy()
-    for role, question_column in (("parent", "parent_query"), ("child", "child_query")):
-        prompts = [completion_prompt(question) for question in pairs[question_column]]
-        completions = [f" {name}" for name in pairs[role]]
-        logprobs = completion_logprobs(model, tokenizer, prompts, completions, batch_size=args.batch_size)
-        scores[f"{role}_score"] = [float(value) for value in logprobs]
+    for index, (role, _) in enumerate(HF_ROLES):
+        scores[f"{role}_score"] = [float(value) for value in logprobs[index * len(pairs) : (index + 1) * len(pairs)]]
         scores[f"{role}_found"] = [math.exp(value) >= PROBABILITY_THRESHOLD for value in scores[f"{role}_score"]]
     return scores
 
