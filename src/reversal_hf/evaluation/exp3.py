@@ -1,7 +1,9 @@
 """Experiment 3 evaluation: exact match on the 100 held-out `Q: <question> A:` prompts at temperature 0.
 
 A `question_to_answer` model saw instructions that state the question first, an `answer_to_question` model ones that
-state the answer first; both are asked the question. Writes `eval/exp3_metrics.json` and `eval/exp3_examples.parquet`.
+state the answer first; both are asked the question, inside the `<BEGIN GUIDANCE TEST>` wrapper that the realized
+training examples (and the paper's own test prompts) use. Writes `eval/exp3_metrics.json` and
+`eval/exp3_examples.parquet`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from reversal_hf.data.exp3 import EXAMPLE_DOC_PREFIX
 from reversal_hf.evaluation.common import (
     EVAL_DIRNAME,
     BatchedRunner,
@@ -62,6 +65,8 @@ def evaluate_exp3(
         ).to_pandas()
         for config in configs_to_evaluate(run_info, configs)
     }
+    for frame in sets.values():
+        frame["prompt"] = EXAMPLE_DOC_PREFIX + frame["prompt"]
     model, tokenizer = load_model_and_tokenizer(model_or_run_dir)
     metrics, scored = generate_and_match(sets, BatchedRunner(model, tokenizer, batch_size))
     result = {
