@@ -13,31 +13,22 @@ Prints wall times, their ratio, and whether the metrics are identical (exact mat
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import functools
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import torch
+import _common
 
 from reversal_hf import paths
 from reversal_hf.evaluation.common import (
     BatchedRunner,
-    EvaluationError,
     completion_logprobs,
     completion_losses,
     greedy_generate,
-    load_model_and_tokenizer,
 )
 from reversal_hf.evaluation.exp1 import Exp1Data, evaluate_splits
-from reversal_hf.models import ModelPrepareError, resolve_model
-
-LOGPROB_TOLERANCE = 1e-4
 
 
 @dataclass
@@ -85,15 +76,12 @@ def compare(batched: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]
     return {
         "exact_match_identical": batched["exact_match"] == baseline["exact_match"],
         "max_mean_logprob_difference": max_difference,
-        "likelihood_identical": significance_equal and max_difference <= LOGPROB_TOLERANCE,
+        "likelihood_identical": significance_equal and max_difference <= _common.LOGPROB_TOLERANCE,
     }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model_path = resolve_model(args.model)
-    model, tokenizer = load_model_and_tokenizer(model_path)
+    model_path, model, tokenizer = _common.load_model(args)
     data = Exp1Data.load(str(args.dataset), args.revision, args.max_examples_per_split)
     timings, metrics = {}, {}
     runners = {
@@ -101,18 +89,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batched": BatchedRunner(model, tokenizer, args.batch_size),
     }
     for name, runner in runners.items():
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        metrics[name], _ = evaluate_splits(data, runner, seed=args.seed)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        timings[name] = time.perf_counter() - start
+        (metrics[name], _), timings[name] = _common.timed(
+            functools.partial(evaluate_splits, data, runner, seed=args.seed)
+        )
     return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}",
-        "torch_threads": torch.get_num_threads(),
-        "model": model_path,
+        **_common.run_header(model_path),
         "rows": sum(len(frame) for frame in data.splits.values()),
         "batch_size": args.batch_size,
         "per_example_s": round(timings["per_example"], 2),
@@ -124,26 +105,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny-exp1", help="registered model name, folder or Hub id")
-    parser.add_argument("--dataset", type=Path, default=paths.DATASETS_DIR / "reversal-exp1")
-    parser.add_argument("--revision", default=None)
+    parser = _common.add_model_arguments(
+        argparse.ArgumentParser(description=__doc__.splitlines()[0]), paths.DATASETS_DIR / "reversal-exp1"
+    )
     parser.add_argument("--max-examples-per-split", type=int, default=None, help="rows per split (default: all)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--output", type=Path, default=None, help="also write the result as JSON here")
-    args = parser.parse_args(argv)
-    try:
-        result = run(args)
-    except (EvaluationError, ModelPrepareError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    args = _common.add_run_arguments(parser).parse_args(argv)
+    result = _common.run_and_report(run, args)
+    if result is None:
         return 1
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
     identical = result["exact_match_identical"] and result["likelihood_identical"]
     return 0 if identical else 1
 

@@ -59,3 +59,17 @@ def hub_server():
 
     with HubServer() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """A tiny model runs several times faster on one thread than on two contended ones.
+
+    For a whole module: `pytestmark = pytest.mark.usefixtures("one_torch_thread")`.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

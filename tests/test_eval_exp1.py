@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -19,14 +19,7 @@ from reversal_hf.evaluation.common import completion_logprobs, greedy_generate, 
 CONTRACT_EXACT_MATCH = set(exp1.EXACT_MATCH_SPLITS)
 CONTRACT_LIKELIHOOD = {"p2d/reverse_test", "d2p/reverse_test", "p2d/reverse_test_randomized_paper"}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """A tiny model runs several times faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from reversal_hf import evaluation
 from reversal_hf.evaluation.common import EvaluationError
 from reversal_hf.evaluation.exp3 import CONFIGS, configs_to_evaluate
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_exp3_cli_scores_both_configs(tiny_model_dir: Path, exp3_dataset_dir: Path, tmp_path: Path) -> None:

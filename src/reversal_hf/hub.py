@@ -22,6 +22,8 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, DatasetCa
 from huggingface_hub.errors import HfHubHTTPError
 from tqdm.auto import tqdm
 
+from reversal_hf.data.cli import run_command
+
 logger = logging.getLogger(__name__)
 
 TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -147,15 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="move the tag if this version was already pushed")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     args = parser.parse_args(argv)
-    try:
-        commit = push_dataset_folder(
+    return run_command(
+        lambda: push_dataset_folder(
             args.folder, args.repo_id, args.revision, token=None, force=args.force, private=args.private
-        )
-    except (HubPushError, OSError, httpx2.HTTPError) as err:  # OSError includes HfHubHTTPError
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        return 1
-    print(f"pushed {args.folder} to {args.repo_id}: tag {args.revision} -> {commit}")
-    return 0
+        ),
+        (HubPushError, OSError, httpx2.HTTPError),  # OSError includes HfHubHTTPError
+        done=lambda commit: f"pushed {args.folder} to {args.repo_id}: tag {args.revision} -> {commit}",
+        describe=_one_line,
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import hashlib
 import json
 import random
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import datasets
 import pyarrow.parquet as pq
 
+from reversal_hf.data.cli import check_configs, run_command
 from reversal_hf.data.hub_layout import DatasetBuildError, DatasetCard, write_hub_dataset
 from reversal_hf.data.paraphrase import (
     DIRECTIONS,
@@ -491,9 +491,7 @@ def _paper_quirks(splits: Splits, source: str) -> dict[str, str]:
 
 
 def _build(args: argparse.Namespace) -> Path:
-    unknown = [config for config in args.configs if config not in CONFIGS]
-    if unknown:
-        raise DatasetBuildError(f"unknown config {unknown[0]!r} (choose from {', '.join(CONFIGS)})")
+    check_configs(args.configs, CONFIGS)
     if args.source == "paper":
         splits = build_from_paper(args.paper_dir)
     else:
@@ -550,10 +548,4 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        output = _build(args)
-    except DatasetBuildError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"wrote {output}")
-    return 0
+    return run_command(lambda: _build(args), (DatasetBuildError,))

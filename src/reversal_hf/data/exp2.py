@@ -15,6 +15,7 @@ from pathlib import Path
 
 import datasets
 
+from reversal_hf.data.cli import add_input_output_arguments, parse_configs, run_command
 from reversal_hf.data.hub_layout import DatasetBuildError, DatasetCard, write_hub_dataset
 from reversal_hf.data.prompts import (
     CHAT_FEW_SHOT,
@@ -214,43 +215,28 @@ def make_card(source: str, seed: int | None, num_pairs: int | None) -> DatasetCa
     )
 
 
-def parse_configs(names: list[str]) -> tuple[str, ...]:
-    unknown = [name for name in names if name not in CONFIGS]
-    if unknown:
-        raise DatasetBuildError(f"unknown config {unknown[0]!r} (choose from {', '.join(CONFIGS)})")
-    return tuple(name for name in CONFIGS if name in names)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reversal-exp2", description=__doc__.splitlines()[0])
     parser.add_argument("--source", choices=("paper", "generate"), default="paper")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subset drawn by --source generate")
     parser.add_argument("--num-pairs", type=int, help="pairs kept by --source generate (default: all)")
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), help=f"configs to build: {', '.join(CONFIGS)}")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=PAPER_DATA_DIR / "celebrity_relations",
-        help="the paper's files (default: %(default)s)",
+    return add_input_output_arguments(
+        parser, CONFIGS, PAPER_DATA_DIR / "celebrity_relations", DATASETS_DIR / "reversal-exp2"
     )
-    parser.add_argument("--output", type=Path, default=DATASETS_DIR / "reversal-exp2", help="dataset folder to write")
-    return parser
+
+
+def _build(args: argparse.Namespace) -> Path:
+    if args.source == "paper" and args.num_pairs is not None:
+        raise DatasetBuildError("--num-pairs needs --source generate")
+    seed = args.seed if args.source == "generate" else None
+    configs = build_configs(args.data_dir, parse_configs(args.configs, CONFIGS), args.num_pairs, args.seed)
+    card = make_card(args.source, seed, args.num_pairs)
+    return write_hub_dataset(args.output, configs, card, extra_files={"prompts.json": prompts_json()})
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.source == "paper" and args.num_pairs is not None:
-            raise DatasetBuildError("--num-pairs needs --source generate")
-        seed = args.seed if args.source == "generate" else None
-        configs = build_configs(args.data_dir, parse_configs(args.configs), args.num_pairs, args.seed)
-        card = make_card(args.source, seed, args.num_pairs)
-        output = write_hub_dataset(args.output, configs, card, extra_files={"prompts.json": prompts_json()})
-    except (DatasetBuildError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"wrote {output}")
-    return 0
+    return run_command(lambda: _build(args), (DatasetBuildError, OSError))
 
 
 if __name__ == "__main__":

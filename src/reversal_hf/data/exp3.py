@@ -20,6 +20,7 @@ from pathlib import Path
 
 import datasets
 
+from reversal_hf.data.cli import add_input_output_arguments, parse_configs, run_command
 from reversal_hf.data.hub_layout import DatasetBuildError, DatasetCard, write_hub_dataset
 from reversal_hf.paths import DATASETS_DIR, PAPER_DATA_DIR
 
@@ -357,13 +358,6 @@ def make_card(source: str, seed: int, num_realized: int, num_unrealized: int, co
     )
 
 
-def parse_configs(names: list[str]) -> tuple[str, ...]:
-    unknown = [name for name in names if name not in CONFIGS]
-    if unknown:
-        raise DatasetBuildError(f"unknown config {unknown[0]!r} (choose from {', '.join(CONFIGS)})")
-    return tuple(name for name in CONFIGS if name in names)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reversal-exp3", description=__doc__.splitlines()[0])
     parser.add_argument("--source", choices=("paper", "generate"), default="paper")
@@ -371,42 +365,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-realized", type=int, help=f"realized pairs (default {PAPER_NUM_REALIZED})")
     parser.add_argument("--num-unrealized", type=int, help=f"unrealized (test) pairs (default {PAPER_NUM_UNREALIZED})")
     parser.add_argument("--instruction-copies", type=int, help="instructions per pair, cycling phrasings (default 1)")
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), help=f"configs to build: {', '.join(CONFIGS)}")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=PAPER_DATA_DIR / "instructions",
-        help="the paper's files (default: %(default)s)",
-    )
-    parser.add_argument("--output", type=Path, default=DATASETS_DIR / "reversal-exp3", help="dataset folder to write")
-    return parser
+    return add_input_output_arguments(parser, CONFIGS, PAPER_DATA_DIR / "instructions", DATASETS_DIR / "reversal-exp3")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _build(args: argparse.Namespace) -> Path:
     generate_only = {
         "--seed": args.seed,
         "--num-realized": args.num_realized,
         "--num-unrealized": args.num_unrealized,
         "--instruction-copies": args.instruction_copies,
     }
-    try:
-        if args.source == "paper" and (given := [flag for flag, value in generate_only.items() if value is not None]):
-            raise DatasetBuildError(f"{given[0]} needs --source generate")
-        paper_choices = (PAPER_SEED, PAPER_NUM_REALIZED, PAPER_NUM_UNREALIZED, 1)
-        sizes = {
-            name: default if value is None else value
-            for name, value, default in zip(
-                ("seed", "num_realized", "num_unrealized", "copies"), generate_only.values(), paper_choices, strict=True
-            )
-        }
-        configs = build_configs(args.data_dir, args.source, parse_configs(args.configs), **sizes)
-        output = write_hub_dataset(args.output, configs, make_card(args.source, **sizes))
-    except (DatasetBuildError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"wrote {output}")
-    return 0
+    if args.source == "paper" and (given := [flag for flag, value in generate_only.items() if value is not None]):
+        raise DatasetBuildError(f"{given[0]} needs --source generate")
+    paper_choices = (PAPER_SEED, PAPER_NUM_REALIZED, PAPER_NUM_UNREALIZED, 1)
+    sizes = {
+        name: default if value is None else value
+        for name, value, default in zip(
+            ("seed", "num_realized", "num_unrealized", "copies"), generate_only.values(), paper_choices, strict=True
+        )
+    }
+    configs = build_configs(args.data_dir, args.source, parse_configs(args.configs, CONFIGS), **sizes)
+    return write_hub_dataset(args.output, configs, make_card(args.source, **sizes))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(lambda: _build(args), (DatasetBuildError, OSError))
 
 
 if __name__ == "__main__":

@@ -157,8 +157,12 @@ def write_hub_dataset(
         (tmp / "README.md").write_text(_card_text(card, configs, default, digest))
         (tmp / "build_info.json").write_text(
             json.dumps(
-                {"generator": f"reversal-hf {__version__}", "source": card.source, "seed": card.seed,
-                 "content_hash": digest},
+                {
+                    "generator": f"reversal-hf {__version__}",
+                    "source": card.source,
+                    "seed": card.seed,
+                    "content_hash": digest,
+                },
                 indent=2,
             )
             + "\n"

@@ -1,0 +1,56 @@
+"""What the dataset commands' `main`s share: the config list, the input/output options, and how a run ends.
+
+A run ends in one of two ways: a one-line `error: ...` on stderr and exit status 1, or one line saying what was
+written and exit status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from reversal_hf.data.hub_layout import DatasetBuildError
+
+T = TypeVar("T")
+
+
+def check_configs(names: Iterable[str], known: Sequence[str]) -> None:
+    """Refuse the first of `names` that is not one of the `known` configs."""
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise DatasetBuildError(f"unknown config {unknown[0]!r} (choose from {', '.join(known)})")
+
+
+def parse_configs(names: Sequence[str], known: Sequence[str]) -> tuple[str, ...]:
+    """The configs named in `names`, each once, in the order of `known`."""
+    check_configs(names, known)
+    return tuple(name for name in known if name in names)
+
+
+def add_input_output_arguments(
+    parser: argparse.ArgumentParser, configs: Sequence[str], data_dir: Path, output: Path
+) -> argparse.ArgumentParser:
+    """`--configs`, `--data-dir` (the paper's files) and `--output` (the dataset folder), with these defaults."""
+    parser.add_argument("--configs", nargs="+", default=list(configs), help=f"configs to build: {', '.join(configs)}")
+    parser.add_argument("--data-dir", type=Path, default=data_dir, help="the paper's files (default: %(default)s)")
+    parser.add_argument("--output", type=Path, default=output, help="dataset folder to write")
+    return parser
+
+
+def run_command(
+    action: Callable[[], T],
+    errors: tuple[type[Exception], ...],
+    done: Callable[[T], str] = "wrote {}".format,
+    describe: Callable[[Exception], str] = str,
+) -> int:
+    """Run `action`; print `done(result)` and return 0, or print `error: <describe(error)>` to stderr and return 1."""
+    try:
+        result = action()
+    except errors as err:
+        print(f"error: {describe(err)}", file=sys.stderr)
+        return 1
+    print(done(result))
+    return 0
