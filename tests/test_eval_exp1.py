@@ -139,6 +139,16 @@ def test_random_completions_are_seeded(exp1_data: exp1.Exp1Data) -> None:
     assert first != exp1.draw_random_completions(frame, frame, seed=1, key="p2d/reverse_test")
 
 
+def test_random_descriptions_come_from_the_same_template(exp1_data: exp1.Exp1Data) -> None:
+    """Descriptions were bent to fit each template: the random one must fit the same template as the correct one."""
+    frame = exp1_data.full["d2p/reverse_test"]
+    drawn = exp1.draw_random_completions(frame, frame, seed=0, key="d2p/reverse_test")
+    owners = frame.groupby("completion")[["name", "template_id"]].agg(set)
+    for name, template, random in zip(frame["name"], frame["template_id"], drawn, strict=True):
+        assert template in owners.loc[random, "template_id"]
+        assert owners.loc[random, "name"] != {name}
+
+
 def test_in_context_prompts_state_the_fact_and_ask_both_ways() -> None:
     facts = [(f"Name{i} Surname", f"the inventor of thing {i}") for i in range(5)]
     reverse = exp1.in_context_prompts(facts, "p2d", "reverse", seed=0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,14 +84,21 @@ def _normalized(text: str) -> str:
 
 
 def draw_random_completions(frame: pd.DataFrame, pool: pd.DataFrame, seed: int, key: str) -> list[str]:
-    """For each row, the completion of a different fact of `pool` (same split), seeded; never the row's own."""
+    """For each row, the completion another fact of `pool` has under the same template, seeded; never the row's own.
+
+    The paper's descriptions were bent by an LLM to fit each template, so another template's completion would be less
+    likely for its grammar alone; drawing within the template leaves the fact as the only difference.
+    """
     rng = random.Random(f"{seed}:{key}")
-    candidates = sorted(set(zip(pool["name"], pool["completion"], strict=True)))
+    by_template: dict[int, set[tuple[str, str]]] = defaultdict(set)
+    for name, completion, template in zip(pool["name"], pool["completion"], pool["template_id"], strict=True):
+        by_template[template].add((name, completion))
     drawn = []
-    for name, completion in zip(frame["name"], frame["completion"], strict=True):
+    for name, completion, template in zip(frame["name"], frame["completion"], frame["template_id"], strict=True):
+        candidates = sorted(by_template[template])
         others = [c for n, c in candidates if n != name and _normalized(c) != _normalized(completion)]
         if not others:
-            raise EvaluationError(f"{key}: no other fact to draw a random completion from for {name!r}")
+            raise EvaluationError(f"{key}: no other fact under template {template} to draw a random completion from")
         drawn.append(rng.choice(others))
     return drawn
 
