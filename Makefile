@@ -79,6 +79,7 @@ reproduce-full: data
 bench: data
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_eval.py
+	$(BIN)/python bench/bench_exp2.py
 
 clean:
 	rm -rf build outputs results/reproduce
