@@ -62,7 +62,7 @@ def ensure_dataset(name: str, builder: Any) -> Path:
 
 def train_once(recipe: str, run_dir: Path, seed: int, quick: bool, extra: list[str]) -> Path:
     """Train one seed through `reversal-hf train`, unless a finished run is already there."""
-    if read_run_info(run_dir) is not None:
+    if read_run_info(run_dir) is not None and any(run_dir.glob("*.safetensors")):
         print(f"[reproduce] {run_dir} already trained: kept")
         return run_dir
     overrides = ["--seed", str(seed), "--output_dir", str(run_dir), *extra, *(QUICK_TRAIN_OVERRIDES if quick else [])]
@@ -73,10 +73,16 @@ def train_once(recipe: str, run_dir: Path, seed: int, quick: bool, extra: list[s
 
 
 def evaluate_once(run_dir: Path, quick: bool) -> dict[str, Any]:
-    """Evaluate a run and check that evaluation used the very data the run was trained on."""
-    print(f"[reproduce] evaluating {run_dir}", flush=True)
-    metrics = evaluate_run(run_dir, max_examples_per_split=QUICK_EXAMPLES_PER_SPLIT if quick else None)
-    trained = (read_run_info(run_dir) or {}).get("dataset", {})
+    """Evaluate a run (once) and check that evaluation used the very data the run was trained on."""
+    info = read_run_info(run_dir) or {}
+    done = run_dir / "eval" / f"{info.get('experiment')}_metrics.json"
+    if done.exists():
+        print(f"[reproduce] {done} already written: kept")
+        metrics = json.loads(done.read_text())
+    else:
+        print(f"[reproduce] evaluating {run_dir}", flush=True)
+        metrics = evaluate_run(run_dir, max_examples_per_split=QUICK_EXAMPLES_PER_SPLIT if quick else None)
+    trained = info.get("dataset", {})
     evaluated = metrics.get("dataset", {})
     for key in ("revision", "content_hash"):
         if trained.get(key) != evaluated.get(key):
