@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ def train_once(recipe: str, run_dir: Path, seed: int, quick: bool, extra: list[s
         print(f"[reproduce] {run_dir} already trained: kept")
         return run_dir
     overrides = ["--seed", str(seed), "--output_dir", str(run_dir), *extra, *(QUICK_TRAIN_OVERRIDES if quick else [])]
+    shutil.rmtree(run_dir / "eval", ignore_errors=True)  # results of any earlier model in this folder are stale
     print(f"[reproduce] training {recipe} seed {seed} -> {run_dir}", flush=True)
     if launch.main([recipe, "--", *overrides]) != 0 or read_run_info(run_dir) is None:
         raise ReproduceError(f"training {recipe} (seed {seed}) failed; its output is in {run_dir}")
