@@ -14,7 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("reversal_hf.models", "Prepare the local models: models prepare {tiny-exp1,tiny-exp3,smollm2-135m}."),
     "train": ("reversal_hf.launch", "Launch a recipe through accelerate (or print the command with --dry-run)."),
     "sweep": ("reversal_hf.sweep", "Run (or list) every grid point and seed of a sweep recipe."),
-    "push-model": ("reversal_hf.model_card", "Push a finished run folder to the Hub with its model card and eval results."),
+    "push-model": ("reversal_hf.model_card", "Push a finished run folder with its model card and eval results."),
     "eval": ("reversal_hf.evaluation", "Evaluate a run folder or model: eval {exp1,exp2,exp3} ..."),
     "report": ("reversal_hf.report", "Write the Markdown report and figures for run folders."),
     "reproduce": ("reversal_hf.reproduce", "The main job: build, train, evaluate and report Experiment 1."),
