@@ -2,7 +2,7 @@
 
 The card names the recipe, the dataset and its revision/content hash, the git commit, and the evaluation results
 found in `eval/*_metrics.json` as model-index metadata. Training pushes right after saving (`--push_to_hub`); run
-`python -m reversal_hf.model_card <run_dir> --hub-model-id <id>` after evaluation to push again with the results.
+`reversal-hf push-model <run_dir> --hub-model-id <id>` after evaluation to push again with the results.
 The token comes from the environment (`HF_TOKEN`) through huggingface_hub and is never written or printed.
 """
 
@@ -147,7 +147,7 @@ def push_run(run_dir: Path, repo_id: str, *, private: bool | None = None) -> str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reversal_hf.model_card", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="reversal-hf push-model", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a finished training output folder")
     parser.add_argument("--hub-model-id", help="push to this repository (else only write README.md)")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
