@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reversal_hf.evaluation.common import EvaluationError, read_run_info, resolve_local
+from reversal_hf.evaluation.common import EvaluationError, read_run_info, resolve_local, run_and_summarize
 
 EXPERIMENTS = {
     "exp1": ("reversal_hf.evaluation.exp1", "exact match, likelihood test, in-context and prompt-tuning (Exp. 1)"),
@@ -70,13 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] in EXPERIMENTS:
         return int(importlib.import_module(EXPERIMENTS[args[0]][0]).main(args[1:]) or 0)
     parsed = build_parser().parse_args(args)
-    try:
-        result = evaluate_run(
+    return run_and_summarize(
+        lambda: evaluate_run(
             parsed.run_dir, parsed.batch_size, parsed.max_examples_per_split, parsed.seed, parsed.in_context
-        )
-    except EvaluationError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    summary = ", ".join(f"{key} {value['accuracy']:.3f}" for key, value in result["exact_match"].items())
-    print(f"{result['experiment']} exact match: {summary}\nwrote {parsed.run_dir / 'eval'}")
-    return 0
+        ),
+        parsed.run_dir / "eval",
+    )

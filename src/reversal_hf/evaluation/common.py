@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -478,3 +479,15 @@ def generate_and_match(sets: dict[str, Any], runner: Runner) -> tuple[dict[str, 
         scored[key] = frame.assign(split=key, generation=generated, exact_match=matches)
         metrics[key] = exact_match(generated, references)
     return metrics, scored
+
+
+def run_and_summarize(evaluate: Callable[[], dict[str, Any]], written: Path) -> int:
+    """The evaluators' command-line ending: a one-line error, or the exact-match summary and where it went."""
+    try:
+        result = evaluate()
+    except EvaluationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    summary = ", ".join(f"{key} {value['accuracy']:.3f}" for key, value in result["exact_match"].items())
+    print(f"{result['experiment']} exact match: {summary}\nwrote {written}")
+    return 0

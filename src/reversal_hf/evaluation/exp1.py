@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from reversal_hf.evaluation.common import (
     load_model_and_tokenizer,
     load_split,
     read_run_info,
+    run_and_summarize,
     write_examples,
     write_json,
 )
@@ -288,8 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        result = evaluate_exp1(
+    return run_and_summarize(
+        lambda: evaluate_exp1(
             args.model,
             args.dataset,
             args.revision,
@@ -299,10 +299,6 @@ def main(argv: list[str] | None = None) -> int:
             max_examples_per_split=args.max_examples_per_split,
             in_context=args.in_context,
             prompt_tuning=args.prompt_tuning,
-        )
-    except EvaluationError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    summary = ", ".join(f"{key} {value['accuracy']:.3f}" for key, value in result["exact_match"].items())
-    print(f"exp1 exact match: {summary}\nwrote {args.output / EVAL_DIRNAME / 'exp1_metrics.json'}")
-    return 0
+        ),
+        args.output / EVAL_DIRNAME / "exp1_metrics.json",
+    )

@@ -9,7 +9,6 @@ training examples (and the paper's own test prompts) use. Writes `eval/exp3_metr
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from reversal_hf.evaluation.common import (
     load_model_and_tokenizer,
     load_split,
     read_run_info,
+    run_and_summarize,
     write_examples,
     write_json,
 )
@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        result = evaluate_exp3(
+    return run_and_summarize(
+        lambda: evaluate_exp3(
             args.model,
             args.dataset,
             args.revision,
@@ -104,10 +104,6 @@ def main(argv: list[str] | None = None) -> int:
             configs=args.config,
             batch_size=args.batch_size,
             max_examples_per_split=args.max_examples_per_split,
-        )
-    except EvaluationError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    summary = ", ".join(f"{key} {value['accuracy']:.3f}" for key, value in result["exact_match"].items())
-    print(f"exp3 exact match: {summary}\nwrote {args.output / EVAL_DIRNAME / 'exp3_metrics.json'}")
-    return 0
+        ),
+        args.output / EVAL_DIRNAME / "exp3_metrics.json",
+    )
