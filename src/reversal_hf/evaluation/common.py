@@ -8,6 +8,7 @@ one at a time.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import logging
@@ -491,3 +492,17 @@ def run_and_summarize(evaluate: Callable[[], dict[str, Any]], written: Path) -> 
     summary = ", ".join(f"{key} {value['accuracy']:.3f}" for key, value in result["exact_match"].items())
     print(f"{result['experiment']} exact match: {summary}\nwrote {written}")
     return 0
+
+
+def evaluator_parser(experiment: str, description: str) -> argparse.ArgumentParser:
+    """The options every `reversal-hf eval expN` shares: model, dataset and revision, output, batching."""
+    parser = argparse.ArgumentParser(prog=f"reversal-hf eval {experiment}", description=description)
+    parser.add_argument("--model", required=True, help="model folder, PEFT run folder, or Hub id")
+    parser.add_argument("--dataset", required=True, help=f"reversal-{experiment} dataset folder or Hub id")
+    parser.add_argument("--revision", default=None, help="dataset revision (Hub tag, branch or commit)")
+    parser.add_argument(
+        "--output", type=Path, required=True, help=f"folder to write eval/{experiment}_*.{{json,parquet}} in"
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="prompts per generation / forward batch")
+    parser.add_argument("--max-examples-per-split", type=int, default=None, help="evenly spaced rows (quick runs)")
+    return parser

@@ -27,6 +27,7 @@ from reversal_hf.evaluation.common import (
     EvaluationError,
     Runner,
     dataset_info,
+    evaluator_parser,
     generate_and_match,
     likelihood_test,
     limited_indices,
@@ -273,15 +274,9 @@ def evaluate_exp1(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reversal-hf eval exp1", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="model folder, PEFT run folder, or Hub id")
-    parser.add_argument("--dataset", required=True, help="reversal-exp1 dataset folder or Hub id")
-    parser.add_argument("--revision", default=None, help="dataset revision (Hub tag, branch or commit)")
-    parser.add_argument("--output", type=Path, required=True, help="folder to write eval/exp1_*.{json,parquet} in")
+    parser = evaluator_parser("exp1", __doc__.splitlines()[0])
     parser.add_argument("--in-context", action="store_true", help="also the in-context evaluation (Appendix B.6)")
     parser.add_argument("--prompt-tuning", action="store_true", help="also the prompt-tuning losses (Appendix B.8)")
-    parser.add_argument("--batch-size", type=int, default=32, help="prompts per generation / forward batch")
-    parser.add_argument("--max-examples-per-split", type=int, default=None, help="evenly spaced rows (quick runs)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random wrong completions and of the shots")
     return parser
 

@@ -21,6 +21,7 @@ from reversal_hf.evaluation.common import (
     BatchedRunner,
     EvaluationError,
     dataset_info,
+    evaluator_parser,
     generate_and_match,
     limit_rows,
     load_model_and_tokenizer,
@@ -82,14 +83,8 @@ def evaluate_exp3(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reversal-hf eval exp3", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="model folder, PEFT run folder, or Hub id")
-    parser.add_argument("--dataset", required=True, help="reversal-exp3 dataset folder or Hub id")
-    parser.add_argument("--revision", default=None, help="dataset revision (Hub tag, branch or commit)")
-    parser.add_argument("--output", type=Path, required=True, help="folder to write eval/exp3_*.{json,parquet} in")
+    parser = evaluator_parser("exp3", __doc__.splitlines()[0])
     parser.add_argument("--config", action="append", choices=CONFIGS, help="config(s) to evaluate (default: both)")
-    parser.add_argument("--batch-size", type=int, default=32, help="prompts per generation batch")
-    parser.add_argument("--max-examples-per-split", type=int, default=None, help="evenly spaced rows (quick runs)")
     return parser
 
 
