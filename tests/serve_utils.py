@@ -1,17 +1,21 @@
-"""Run `transformers serve` on a local model folder for tests: a real OpenAI-compatible endpoint on 127.0.0.1."""
+"""OpenAI-compatible endpoints on 127.0.0.1 for tests: `transformers serve` on a local model folder (a real server),
+and `ScriptedChatEndpoint` (failures on cue, which a real server does not give). Both count what they receive."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 # A plain "role: content" transcript; the tiny test tokenizers ship without a chat template, which serve requires.
@@ -89,3 +93,80 @@ def serve_model(model_dir: Path, log_path: Path, timeout_s: float = 180.0) -> It
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def numbered_answers(body: dict) -> list[str]:
+    """One choice per requested `n`: "Answer 0", "Answer 1", ..."""
+    return [f"Answer {index}" for index in range(body.get("n", 1))]
+
+
+class ScriptedChatEndpoint(ThreadingHTTPServer):
+    """A chat-completions endpoint that first answers the HTTP statuses in `script`, one per request, then 200.
+
+    A 200 carries one choice per text of `reply(request body)`. A scripted failure carries `{"error": {"message":
+    "scripted <status>"}}` and `retry-after-ms: 1`, so the client's retries take no time; status 0 means: hang for
+    `hang_s` seconds, then answer 200. Every request body is kept in `received`, in arrival order.
+    """
+
+    def __init__(self, reply: Callable[[dict], list[str]] = numbered_answers, hang_s: float = 1.0) -> None:
+        super().__init__(("127.0.0.1", 0), _ScriptedHandler)
+        self.reply = reply
+        self.hang_s = hang_s
+        self.script: list[int] = []
+        self.received: list[dict] = []
+        self.lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def next_status(self, body: dict) -> int:
+        with self.lock:
+            self.received.append(body)
+            return self.script.pop(0) if self.script else 200
+
+
+class _ScriptedHandler(BaseHTTPRequestHandler):
+    server: ScriptedChatEndpoint
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        status = self.server.next_status(body)
+        if status == 0:
+            time.sleep(self.server.hang_s)
+            status = 200
+        if status == 200:
+            choices = [
+                {"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                for index, text in enumerate(self.server.reply(body))
+            ]
+            payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": choices}
+        else:
+            payload = {"error": {"message": f"scripted {status}", "type": "scripted"}}
+        data = json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if status != 200:
+                self.send_header("retry-after-ms", "1")
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client timed out and hung up
+            pass
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def scripted_chat_endpoint(reply: Callable[[dict], list[str]] = numbered_answers) -> Iterator[ScriptedChatEndpoint]:
+    """A running `ScriptedChatEndpoint`; stopped on exit."""
+    server = ScriptedChatEndpoint(reply)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
