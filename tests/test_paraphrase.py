@@ -1,27 +1,25 @@
-"""Fitting descriptions into templates: the offline rules, and the `openai` paraphraser against a local fake server."""
+"""Fitting descriptions into templates: the offline rules, and the `openai` paraphraser against a scripted endpoint."""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from serve_utils import ScriptedChatEndpoint, scripted_chat_endpoint
 
 from reversal_hf.data.hub_layout import DatasetBuildError
 from reversal_hf.data.paraphrase import (
     FitRequest,
     OfflineParaphraser,
     OpenAIParaphraser,
-    ParaphraseError,
     Template,
     clean_text,
     fill_prompt,
     read_fill_prompts,
     reply_to_description,
 )
+from reversal_hf.openai_api import OpenAIAPIError
 
 CHEF = "the visionary chef who pioneered the art of zero-gravity cooking"
 
@@ -93,68 +91,18 @@ def test_reply_to_description_drops_echoed_template_text(reply: str) -> None:
     assert reply_to_description(reply, FitRequest(template, CHEF)) == "invented X"
 
 
-class FakeOpenAI(ThreadingHTTPServer):
-    """An OpenAI-compatible chat endpoint on 127.0.0.1 that answers "bent <description>" and counts requests."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), FakeOpenAIHandler)
-        self.requests = 0
-        self.failures_left = 0
-        self.failure_status = 500
-        self.lock = threading.Lock()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-
-class FakeOpenAIHandler(BaseHTTPRequestHandler):
-    server: FakeOpenAI
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with self.server.lock:
-            self.server.requests += 1
-            fail = self.server.failures_left > 0
-            self.server.failures_left -= fail
-        if fail:
-            self._send(self.server.failure_status, {"error": {"message": "try again", "type": "server_error"}})
-            return
-        description = body["messages"][0]["content"].rsplit("Description: ", 1)[1].split("\n", 1)[0]
-        message = {"role": "assistant", "content": f"bent {description}."}
-        self._send(
-            200,
-            {
-                "id": "fake",
-                "object": "chat.completion",
-                "created": 0,
-                "model": body["model"],
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-            },
-        )
-
-    def _send(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+def bent_description(body: dict) -> list[str]:
+    """The fake paraphrasing model: "bent <description>." for the description in the prompt."""
+    description = body["messages"][0]["content"].rsplit("Description: ", 1)[1].split("\n", 1)[0]
+    return [f"bent {description}."]
 
 
 @pytest.fixture
-def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
+def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedChatEndpoint]:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    server = FakeOpenAI()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with scripted_chat_endpoint(bent_description) as server:
+        yield server
 
 
 def requests_for(*descriptions: str) -> list[FitRequest]:
@@ -162,41 +110,44 @@ def requests_for(*descriptions: str) -> list[FitRequest]:
     return [FitRequest(template, description) for description in descriptions]
 
 
-def paraphraser(server: FakeOpenAI, cache: Path, **kwargs: float) -> OpenAIParaphraser:
-    return OpenAIParaphraser("fake-model", cache, base_url=server.base_url, concurrency=4, backoff_s=0.01, **kwargs)
+def paraphraser(server: ScriptedChatEndpoint, cache: Path, **kwargs: int) -> OpenAIParaphraser:
+    return OpenAIParaphraser("fake-model", cache, base_url=server.base_url, concurrency=4, **kwargs)
 
 
-def test_openai_paraphraser_caches_replies_on_disk(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+def test_openai_paraphraser_caches_replies_on_disk(fake_openai: ScriptedChatEndpoint, tmp_path: Path) -> None:
     requests = requests_for("the first X", "the second X", "the third X")
     fitted = paraphraser(fake_openai, tmp_path / "cache.jsonl").fit(requests + requests[:1])
     assert fitted == {r: f"bent {r.description}." for r in requests}
-    assert fake_openai.requests == 3
+    assert len(fake_openai.received) == 3
     assert len((tmp_path / "cache.jsonl").read_text().splitlines()) == 3
 
     again = paraphraser(fake_openai, tmp_path / "cache.jsonl").fit(requests)
     assert again == fitted
-    assert fake_openai.requests == 3  # a rerun costs nothing
+    assert len(fake_openai.received) == 3  # a rerun costs nothing
 
 
-def test_openai_paraphraser_retries_server_errors(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
-    fake_openai.failures_left = 2
+def test_openai_paraphraser_retries_server_errors(fake_openai: ScriptedChatEndpoint, tmp_path: Path) -> None:
+    fake_openai.script = [429, 503]
     fitted = paraphraser(fake_openai, tmp_path / "cache.jsonl").fit(requests_for("the only X"))
     assert list(fitted.values()) == ["bent the only X."]
-    assert fake_openai.requests == 3
+    assert len(fake_openai.received) == 3
 
 
-@pytest.mark.parametrize(("status", "attempts", "message"), [(500, 3, "failed after 3 attempts"), (400, 1, "failed: ")])
+@pytest.mark.parametrize(
+    ("status", "attempts", "message"),
+    [(500, 3, "did not answer after 3 attempts: HTTP 500"), (400, 1, "refused the request: HTTP 400")],
+)
 def test_openai_paraphraser_gives_up_with_a_clear_error(
-    fake_openai: FakeOpenAI, tmp_path: Path, status: int, attempts: int, message: str
+    fake_openai: ScriptedChatEndpoint, tmp_path: Path, status: int, attempts: int, message: str
 ) -> None:
-    fake_openai.failures_left, fake_openai.failure_status = 100, status
-    with pytest.raises(ParaphraseError, match=message):
+    fake_openai.script = [status] * 100
+    with pytest.raises(OpenAIAPIError, match=f"{message} \\w+: scripted {status}$"):
         paraphraser(fake_openai, tmp_path / "cache.jsonl", max_retries=2).fit(requests_for("the only X"))
-    assert fake_openai.requests == attempts
+    assert len(fake_openai.received) == attempts
     assert not (tmp_path / "cache.jsonl").exists()
 
 
-def test_generate_with_openai_paraphraser_reruns_from_cache(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+def test_generate_with_openai_paraphraser_reruns_from_cache(fake_openai: ScriptedChatEndpoint, tmp_path: Path) -> None:
     from reversal_hf.data import exp1
 
     def build(output: Path) -> int:
@@ -222,9 +173,9 @@ def test_generate_with_openai_paraphraser_reruns_from_cache(fake_openai: FakeOpe
         )
 
     assert build(tmp_path / "first") == 0
-    first_requests = fake_openai.requests
+    first_requests = len(fake_openai.received)
     assert first_requests == 2 * (30 + 10 + 10) * 2 + 2 * (30 + 30 + 10 + 10)  # p2d, d2p, both facts
     assert build(tmp_path / "second") == 0
-    assert fake_openai.requests == first_requests
+    assert len(fake_openai.received) == first_requests
     for path in sorted((tmp_path / "first").rglob("*.*")):
         assert path.read_bytes() == (tmp_path / "second" / path.relative_to(tmp_path / "first")).read_bytes()

@@ -37,6 +37,8 @@ from reversal_hf.data.paraphrase import (
     Template,
     clean_text,
 )
+from reversal_hf.files import FileFormatError
+from reversal_hf.openai_api import OpenAIAPIError
 from reversal_hf.paths import BUILD_DIR, DATASETS_DIR, PAPER_DATA_DIR
 
 SUBSETS = ("p2d", "d2p", "both")
@@ -548,4 +550,4 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return run_command(lambda: _build(args), (DatasetBuildError,))
+    return run_command(lambda: _build(args), (DatasetBuildError, OpenAIAPIError, FileFormatError))

@@ -7,44 +7,42 @@ inventor of X" becomes "invented X" after "They're the person who"). Two paraphr
   verb phrase after "who"/"they"/"has"/"for", capitalises a description that opens the sentence and leaves the
   closing punctuation to the template. Limits: it never rewords inside the description (no tense or agreement
   changes), and a description that is not a noun phrase ("invented X") is used as it is.
-- `OpenAIParaphraser`: the paper's few-shot prompts (`templates/fill_template_prompt_{p2d,d2p}.txt`) sent through the
-  `openai` client to any OpenAI-compatible endpoint, with bounded concurrency, retries with exponential backoff on
-  429/5xx/timeouts and a JSON-lines cache keyed by a hash of (model, prompt), so that a rerun makes no request.
+- `OpenAIParaphraser`: the paper's few-shot prompts (`templates/fill_template_prompt_{p2d,d2p}.txt`) sent to any
+  OpenAI-compatible endpoint through `reversal_hf.openai_api` (bounded concurrency, the client's retries, a JSON-lines
+  response cache so that a rerun makes no request).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import re
-import threading
-import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from tqdm.auto import tqdm
-
 from reversal_hf.data.hub_layout import DatasetBuildError
+from reversal_hf.openai_api import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT_S,
+    ResponseCache,
+    chat_choices,
+    make_client,
+    run_concurrently,
+)
 from reversal_hf.paths import PAPER_DATA_DIR
 
 NAME = "<name>"
 DESCRIPTION = "<description>"
 DIRECTIONS = ("p2d", "d2p")
 FILL_PROMPTS_DIR = PAPER_DATA_DIR / "reverse_experiments" / "templates"
-LOCAL_SERVER_API_KEY = "no-key-needed"  # local OpenAI-compatible servers accept any key
 
 _ARTICLES = {"the", "a", "an"}
 _NOUN_PHRASE_SLOT = {"the", "a", "an", "mere"}  # the template already supplies the article
 _VERB_PHRASE_SLOT = {"who": "is", "they": "are", "has": "been", "for": "being"}
-_RETRIED_STATUS = {408, 409, 429}
 
 
 class ParaphraseError(DatasetBuildError):
-    """The paraphrasing endpoint failed for good (after retries) or answered nothing usable."""
+    """The paraphrasing model's reply holds no description (failed requests raise `OpenAIAPIError`)."""
 
 
 def clean_text(text: str) -> str:
@@ -171,36 +169,6 @@ def reply_to_description(reply: str, request: FitRequest) -> str:
     return text
 
 
-class ReplyCache:
-    """JSON lines of {"key", "model", "reply"}, keyed by a hash of (model, prompt); appended as replies arrive."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._lock = threading.Lock()
-        self._replies: dict[str, str] = {}
-        if path.exists():
-            for number, line in enumerate(path.read_text().splitlines(), start=1):
-                try:
-                    entry = json.loads(line)
-                    self._replies[entry["key"]] = entry["reply"]
-                except (json.JSONDecodeError, KeyError, TypeError) as err:
-                    raise DatasetBuildError(f"{path}:{number}: malformed paraphrase cache line ({err})") from err
-
-    @staticmethod
-    def key(model: str, prompt: str) -> str:
-        return hashlib.sha256(json.dumps([model, prompt]).encode()).hexdigest()
-
-    def get(self, key: str) -> str | None:
-        return self._replies.get(key)
-
-    def put(self, key: str, model: str, reply: str) -> None:
-        with self._lock:
-            self._replies[key] = reply
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a") as handle:
-                handle.write(json.dumps({"key": key, "model": model, "reply": reply}) + "\n")
-
-
 class OpenAIParaphraser:
     """Fits descriptions with a chat model behind any OpenAI-compatible endpoint, as the paper did with davinci."""
 
@@ -210,67 +178,31 @@ class OpenAIParaphraser:
         cache_path: Path,
         base_url: str | None = None,
         concurrency: int = 8,
-        max_retries: int = 5,
-        backoff_s: float = 1.0,
-        timeout_s: float = 60.0,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         prompts_dir: Path = FILL_PROMPTS_DIR,
     ):
-        import openai
-
         self.model = model
         self.concurrency = concurrency
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
         self.prompts = read_fill_prompts(prompts_dir)
-        self.cache = ReplyCache(cache_path)
-        api_key = os.environ.get("OPENAI_API_KEY") or LOCAL_SERVER_API_KEY
-        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s)
-
-    def _request(self, prompt: str) -> str:
-        import openai
-
-        attempt = 0
-        while True:
-            try:
-                response = self.client.chat.completions.create(
-                    model=self.model,
-                    messages=[{"role": "user", "content": prompt}],
-                    temperature=0,
-                    max_tokens=128,
-                    stop=["\n"],
-                )
-                return response.choices[0].message.content or ""
-            except (openai.APIStatusError, openai.APIConnectionError) as err:
-                status = getattr(err, "status_code", None)
-                retryable = status is None or status in _RETRIED_STATUS or status >= 500
-                if not retryable or attempt == self.max_retries:
-                    tries = f" after {attempt + 1} attempts" if retryable else ""
-                    raise ParaphraseError(f"paraphrasing with {self.model!r} failed{tries}: {err}") from err
-            time.sleep(self.backoff_s * 2**attempt)
-            attempt += 1
+        self.cache = ResponseCache(cache_path)
+        self.client = make_client(base_url, max_retries=max_retries, timeout_s=timeout_s)
 
     def _reply(self, prompt: str) -> str:
-        key = ReplyCache.key(self.model, prompt)
-        reply = self.cache.get(key)
-        if reply is None:
-            reply = self._request(prompt)
-            self.cache.put(key, self.model, reply)
-        return reply
+        messages = [{"role": "user", "content": prompt}]
+        request = {"model": self.model, "messages": messages, "temperature": 0, "max_tokens": 128, "stop": ["\n"]}
+        return chat_choices(self.client, self.cache, **request)[0]
 
     def fit(self, requests: Iterable[FitRequest]) -> dict[FitRequest, str]:
         prompts = {request: fill_prompt(request, self.prompts) for request in dict.fromkeys(requests)}
-        replies: dict[str, str] = {}
         unique_prompts = list(dict.fromkeys(prompts.values()))
-        pool = ThreadPoolExecutor(max_workers=self.concurrency)
-        try:
-            futures = {pool.submit(self._reply, prompt): prompt for prompt in unique_prompts}
-            for future in tqdm(as_completed(futures), total=len(futures), desc="paraphrasing", unit="prompt"):
-                replies[futures[future]] = future.result()
-        finally:  # on a failure, requests not yet started are dropped
-            pool.shutdown(wait=True, cancel_futures=True)
+        replies = run_concurrently(
+            self._reply, unique_prompts, concurrency=self.concurrency, description="paraphrasing", unit="prompt"
+        )
+        reply_of = dict(zip(unique_prompts, replies, strict=True))
         fitted = {}
         for request, prompt in prompts.items():
-            description = reply_to_description(replies[prompt], request)
+            description = reply_to_description(reply_of[prompt], request)
             if not description:
                 raise ParaphraseError(f"{self.model!r} returned no description for template {request.template.text!r}")
             fitted[request] = description
