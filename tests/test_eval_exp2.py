@@ -1,13 +1,9 @@
-"""Experiment 2 evaluator: the chat back-end against a real `transformers serve`, its cache and retries; HF back-end."""
+"""Experiment 2 evaluator: the chat back-end against a real `transformers serve` and its cache; the HF back-end."""
 
 from __future__ import annotations
 
 import json
 import math
-import threading
-import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
@@ -16,14 +12,7 @@ from serve_utils import free_port, serve_model, with_chat_template
 
 from reversal_hf.data.prompts import chat_messages, child_query, completion_prompt
 from reversal_hf.evaluation import common, exp2
-from reversal_hf.evaluation.openai_client import (
-    CacheFileError,
-    ChatClient,
-    ChatClientError,
-    ChatRequest,
-    ResponseCache,
-    freeze_messages,
-)
+from reversal_hf.openai_api import ResponseCache
 
 N_PAIRS = 5
 SAMPLES = 2
@@ -122,8 +111,9 @@ def test_scores_come_from_the_answers(exp2_dataset: Path, pairs: pd.DataFrame, t
         right = f" {row['parent'].upper()}"
         parent_answers = [row["parent"], "I don't know."] if index == 0 else [right, row["parent"]]
         for question, answers in ((row["parent_query"], parent_answers), (row["child_query"], ["I don't know."] * 2)):
-            request = ChatRequest("gpt-x", freeze_messages(chat_messages(question)), 1.0, 3, SAMPLES, 0)
-            cache.put(request.cache_key(), answers)
+            messages = chat_messages(question)
+            request = {"model": "gpt-x", "messages": messages, "temperature": 1.0, "max_tokens": 3, "extra_body": {}}
+            cache.put({**request, "n": SAMPLES}, answers)
     closed = f"http://127.0.0.1:{free_port()}/v1"
     argv = _openai_argv(exp2_dataset, tmp_path, "gpt-x", closed, "--cache", str(tmp_path / "cache.jsonl"))
     assert exp2.main(argv) == 0
@@ -140,7 +130,7 @@ def test_scores_come_from_the_answers(exp2_dataset: Path, pairs: pd.DataFrame, t
 def test_refused_endpoint_is_one_line_error_after_retries(exp2_dataset: Path, tmp_path: Path, capsys):
     port = free_port()
     argv = _openai_argv(exp2_dataset, tmp_path, "gpt-x", f"http://127.0.0.1:{port}/v1")
-    assert exp2.main([*argv, "--max-attempts", "2", "--backoff-seconds", "0"]) == 1
+    assert exp2.main([*argv, "--max-retries", "1"]) == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: ") and "\n" not in error
     assert f"127.0.0.1:{port}" in error and "2 attempts" in error
@@ -150,97 +140,13 @@ def test_refused_endpoint_is_one_line_error_after_retries(exp2_dataset: Path, tm
 
 def test_malformed_cache_is_one_line_error(exp2_dataset: Path, tmp_path: Path, capsys):
     cache = tmp_path / "cache.jsonl"
-    cache.write_text('{"key": "abc", "choices": ["x"]}\nnot json\n')
+    cache.write_text('{"key": "abc", "response": ["x"]}\nnot json\n')
     argv = _openai_argv(exp2_dataset, tmp_path / "out", "gpt-x", "http://127.0.0.1:9/v1", "--cache", str(cache))
     assert exp2.main(argv) == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: ") and "\n" not in error
     assert str(cache) in error and "line 2" in error
     assert not (tmp_path / "out").exists()
-
-
-def test_cache_drops_a_write_cut_short_and_appends_after_it(tmp_path: Path):
-    path = tmp_path / "cache.jsonl"
-    path.write_text('{"key": "a", "choices": ["Maye Musk"]}\n{"key": "b", "choi')
-    cache = ResponseCache(path)
-    assert cache.get("a") == ["Maye Musk"] and cache.get("b") is None
-    cache.put("b", ["Craig Hemsworth"])
-    reloaded = ResponseCache(path)
-    assert (reloaded.get("a"), reloaded.get("b")) == (["Maye Musk"], ["Craig Hemsworth"])
-    with pytest.raises(CacheFileError, match="line 1"):
-        path.write_text('{"choices": []}\n')
-        ResponseCache(path)
-
-
-class _ScriptedEndpoint(BaseHTTPRequestHandler):
-    """Answers chat completions with the next status of `script` (then 200 with one choice per requested `n`);
-    status 0 means hang for a second before answering."""
-
-    script: list[int] = []
-    received: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.received.append(body)
-        status = self.script.pop(0) if self.script else 200
-        if status == 0:
-            time.sleep(1.0)
-            status = 200
-        choices = [
-            {"index": i, "message": {"role": "assistant", "content": f"Answer {i}"}, "finish_reason": "stop"}
-            for i in range(body.get("n", 1))
-        ]
-        payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": choices}
-        data = json.dumps(payload if status == 200 else {"error": {"message": f"scripted {status}"}}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def scripted_endpoint() -> Iterator[type[_ScriptedEndpoint]]:
-    handler = type("Endpoint", (_ScriptedEndpoint,), {"script": [], "received": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    handler.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    yield handler
-    server.shutdown()
-    server.server_close()
-
-
-def test_client_retries_rate_limits_and_server_errors(scripted_endpoint, tmp_path: Path):
-    scripted_endpoint.script = [429, 503]
-    cache = ResponseCache(tmp_path / "c.jsonl")
-    client = ChatClient(scripted_endpoint.base_url, "m", cache, extra_body={"top_k": 5}, backoff_s=0.0)
-    answers = client.sample([{"role": "user", "content": "Who is Elon Musk's mother?"}], 3, 1.0, 8)
-    assert answers == ["Answer 0", "Answer 1", "Answer 2"]
-    assert client.requests_sent == 3
-    assert [(body["n"], body["top_k"]) for body in scripted_endpoint.received] == [(3, 5)] * 3
-
-
-def test_client_gives_up_on_an_endpoint_that_times_out(scripted_endpoint, tmp_path: Path):
-    scripted_endpoint.script = [0, 0]
-    cache = ResponseCache(tmp_path / "c.jsonl")
-    client = ChatClient(scripted_endpoint.base_url, "m", cache, max_attempts=2, timeout_s=0.2, backoff_s=0.0)
-    with pytest.raises(ChatClientError, match="did not answer after 2 attempts: APITimeoutError"):
-        client.sample([{"role": "user", "content": "hi"}], 1, 1.0, 8)
-    assert len(scripted_endpoint.received) == 2 and len(cache) == 0
-
-
-def test_client_does_not_retry_a_bad_request(scripted_endpoint, tmp_path: Path, monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-test-key")
-    scripted_endpoint.script = [400]
-    client = ChatClient(scripted_endpoint.base_url, "m", ResponseCache(tmp_path / "c.jsonl"), backoff_s=0.0)
-    with pytest.raises(ChatClientError, match="HTTP 400") as raised:
-        client.sample([{"role": "user", "content": "hi"}], 1, 1.0, 8)
-    assert client.requests_sent == 1 and "sk-secret" not in str(raised.value)
-    assert not (tmp_path / "c.jsonl").exists()
 
 
 def test_hf_backend_log_probs_of_the_paper_prompt(tiny_chat_model: Path, exp2_dataset: Path, tmp_path: Path):

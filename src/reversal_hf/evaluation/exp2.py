@@ -27,7 +27,7 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -43,9 +43,21 @@ from reversal_hf.evaluation.common import (
     write_examples,
     write_json,
 )
-from reversal_hf.evaluation.openai_client import CacheFileError, ChatClient, ChatClientError, ResponseCache
+from reversal_hf.files import FileFormatError
 from reversal_hf.metrics.reversal_accuracy.reversal_accuracy import is_exact_match
 from reversal_hf.models import ModelPrepareError, resolve_model
+from reversal_hf.openai_api import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT_S,
+    OpenAIAPIError,
+    ResponseCache,
+    chat_choices,
+    make_client,
+    run_concurrently,
+)
+
+if TYPE_CHECKING:
+    from openai import OpenAI
 
 PAIR_COLUMNS = ("child", "parent", "parent_type", "child_prediction", "can_reverse", "parent_query", "child_query")
 PROBABILITY_THRESHOLD = 0.1
@@ -76,22 +88,30 @@ def sample_fraction(answers: list[str], name: str) -> float:
     return sum(is_exact_match(answer, name) for answer in answers) / len(answers)
 
 
+def sample_answers(client: OpenAI, cache: ResponseCache, request: dict[str, Any], samples: int) -> list[str]:
+    """`samples` answers to one chat request: asks for all with `n`, then again for what a server left out.
+
+    Servers that ignore `n` (e.g. `transformers serve`) answer one choice per request; each request for the rest asks
+    for fewer, so it lands in the cache under its own key and a rerun replays the same answers.
+    """
+    answers: list[str] = []
+    while len(answers) < samples:
+        answers.extend(chat_choices(client, cache, **request, n=samples - len(answers)))
+    return answers[:samples]
+
+
 def evaluate_openai(pairs: pd.DataFrame, args: argparse.Namespace, cache_path: Path) -> pd.DataFrame:
     """Sample every parent and child question from the endpoint; score each pair by its fraction of right samples."""
-    client = ChatClient(
-        args.base_url,
-        args.model,
-        ResponseCache(cache_path),
-        concurrency=args.concurrency,
-        extra_body=args.extra_body,
-        max_attempts=args.max_attempts,
-        timeout_s=args.timeout,
-        backoff_s=args.backoff_seconds,
-    )
+    client = make_client(args.base_url, max_retries=args.max_retries, timeout_s=args.timeout)
+    cache = ResponseCache(cache_path)
+    sampling = {"temperature": args.temperature, "max_tokens": args.max_tokens, "extra_body": args.extra_body or {}}
+
+    def answers_to(question: str) -> list[str]:
+        request = {"model": args.model, "messages": chat_messages(question), **sampling}
+        return sample_answers(client, cache, request, args.samples)
+
     questions = [*pairs["parent_query"], *pairs["child_query"]]
-    answers = client.sample_many(
-        [chat_messages(q) for q in questions], args.samples, args.temperature, args.max_tokens, description="exp2"
-    )
+    answers = run_concurrently(answers_to, questions, concurrency=args.concurrency, description="exp2", unit="question")
     parent_answers, child_answers = answers[: len(pairs)], answers[len(pairs) :]
     scores = pairs.copy()
     scores["parent_answers"] = parent_answers
@@ -206,9 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON object of server-specific request fields (openai), e.g. for `transformers serve` to sample: "
         '\'{"generation_config": "{\\"do_sample\\": true}"}\'',
     )
-    parser.add_argument("--max-attempts", type=_positive_int, default=6, help="tries per request (openai)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request (openai)")
-    parser.add_argument("--backoff-seconds", type=float, default=1.0, help="first retry delay, doubling (openai)")
+    parser.add_argument(
+        "--max-retries", type=int, default=DEFAULT_MAX_RETRIES, help="per request, on 408/409/429/5xx/timeouts (openai)"
+    )
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per request (openai)")
     parser.add_argument("--cache", type=Path, help="response cache (default: <output>/eval/exp2_<model>_cache.jsonl)")
     parser.add_argument("--batch-size", type=_positive_int, default=16, help="prompts per forward pass (hf)")
     parser.add_argument("--max-pairs", type=_positive_int, help="evaluate N pairs spread over the dataset")
@@ -227,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             scores = evaluate_hf(pairs, args)
         metrics = write_outputs(scores, args, slug)
-    except (EvaluationError, ModelPrepareError, ChatClientError, CacheFileError) as err:
+    except (EvaluationError, ModelPrepareError, OpenAIAPIError, FileFormatError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(
