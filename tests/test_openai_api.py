@@ -3,6 +3,7 @@ once (counted at a scripted endpoint on 127.0.0.1), and the concurrent runner.""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,8 +50,11 @@ def test_client_retries_what_the_sdk_retries_and_a_cached_rerun_sends_nothing(
     endpoint.script = [408, 409, 429, 500, 503]
     cache = ResponseCache(tmp_path / "c.jsonl")
     request = {"model": "m", "messages": QUESTION, "n": 3, "extra_body": {"top_k": 5}}
+    started = time.monotonic()
     answers = chat_choices(make_client(endpoint.base_url, max_retries=5), cache, **request)
     assert answers == ["Answer 0", "Answer 1", "Answer 2"]
+    # The failures asked for a 1 ms Retry-After; the client's own backoff would wait over 11 s in all.
+    assert time.monotonic() - started < 5
     assert [(body["n"], body["top_k"]) for body in endpoint.received] == [(3, 5)] * 6
 
     rerun = chat_choices(make_client(endpoint.base_url), ResponseCache(tmp_path / "c.jsonl"), **request)

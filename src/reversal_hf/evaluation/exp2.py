@@ -213,7 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--backend", choices=BACKENDS, required=True, help="openai: chat endpoint; hf: local model")
     parser.add_argument("--model", required=True, help="model name at the endpoint, or a local folder / Hub id (hf)")
-    parser.add_argument("--base-url", help="OpenAI-compatible endpoint (default: api.openai.com); key: OPENAI_API_KEY")
+    parser.add_argument(
+        "--base-url",
+        help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL or api.openai.com); key: OPENAI_API_KEY",
+    )
     parser.add_argument("--dataset", required=True, help="reversal-exp2 folder or Hub id")
     parser.add_argument("--revision", help="dataset revision (Hub tag, branch or commit)")
     parser.add_argument("--samples", type=_positive_int, default=10, help="samples per question (openai)")
