@@ -1,10 +1,12 @@
 """A Hub-compatible HTTP server for tests: the real `huggingface_hub`/`datasets` clients push to it and load from it.
 
-No Hub is reachable here, so the upload and download code paths (repo creation, preupload, Git LFS batch + upload,
-NDJSON commits, branches and tags, tree listings, file resolution with Range) are exercised against this stand-in.
-Repositories keep git-like history in memory: every commit is a full snapshot `path -> Blob`, branches and tags point
-at commits. Model and dataset repositories are both served (`/api/models/...`, `/api/datasets/...`).
-Only the standard library (plus PyYAML for `validate-yaml`) is used; requests are handled in background threads.
+No Hub is reachable here, so the endpoints our publishing paths use are served by this stand-in, in the shapes the
+installed `huggingface_hub` reads: `HfApi.upload_folder` (repo creation, `validate-yaml`, preupload, Git LFS batch +
+upload, NDJSON commits, tree listings), tags and refs (`reversal-hf push-data`), and file resolution for
+`load_dataset(repo, config, revision=...)`. Repositories keep git-like history in memory: every commit is a full
+snapshot `path -> Blob`, the `main` branch and tags point at commits. Model and dataset repositories are both served
+(`/api/models/...`, `/api/datasets/...`). Only the standard library (plus PyYAML for `validate-yaml`) is used;
+requests are handled in background threads.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -64,6 +67,10 @@ class Blob:
     def etag(self) -> str:
         return self.sha256 if self.lfs else self.git_oid
 
+    def altered(self) -> Blob:
+        """The same size with the first byte flipped: what a faulty store would keep."""
+        return Blob(bytes([self.data[0] ^ 0xFF]) + self.data[1:], self.lfs)
+
 
 @dataclass(frozen=True)
 class Commit:
@@ -85,12 +92,8 @@ class Repo:
     tags: dict[str, str] = field(default_factory=dict)
 
     def resolve(self, revision: str) -> Commit | None:
-        """A branch, tag, `refs/heads/..`/`refs/tags/..` name, full commit sha or a prefix of at least 7 chars."""
-        name = revision.removeprefix("refs/heads/").removeprefix("refs/tags/")
-        sha = self.branches.get(name) or self.tags.get(name)
-        if sha is None and len(revision) >= 7:
-            sha = next((s for s in self.commits if s.startswith(revision)), None)
-        return self.commits.get(sha) if sha else None
+        """A branch, a tag or a full commit sha."""
+        return self.commits.get(self.branches.get(revision) or self.tags.get(revision) or revision)
 
     def add_commit(self, branch: str, title: str, files: dict[str, Blob]) -> Commit:
         parent = self.branches.get(branch)
@@ -122,6 +125,7 @@ class HubState:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.lfs_objects: dict[str, bytes] = {}
         self.lfs_expected: dict[str, int] = {}  # announced by a batch request, not yet uploaded
+        self.altered_paths: set[str] = set()  # stored as `Blob.altered()` when committed (see `HubServer.altering`)
         self.lock = threading.RLock()
 
     def repo(self, repo_type: str, repo_id: str, authorized: bool) -> Repo:
@@ -142,14 +146,6 @@ def _file_entry(path: str, blob: Blob) -> dict:
     if blob.lfs:
         entry["lfs"] = {"oid": blob.sha256, "size": len(blob.data), "pointerSize": len(blob.pointer)}
     return entry
-
-
-def _sibling(path: str, blob: Blob) -> dict:
-    """A file in `repo_info(files_metadata=True)`, which names the LFS hash `sha256` (the tree API says `oid`)."""
-    sibling = {"rfilename": path, "size": len(blob.data), "blobId": blob.git_oid}
-    if blob.lfs:
-        sibling["lfs"] = {"sha256": blob.sha256, "size": len(blob.data), "pointerSize": len(blob.pointer)}
-    return sibling
 
 
 def _folder_entry(path: str, files: dict[str, Blob]) -> dict:
@@ -193,19 +189,15 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     state: HubState  # set on the subclass made per server
 
     ROUTES: list[tuple[str, str, str]] = [
-        ("GET", r"/api/whoami-v2", "whoami"),
         ("POST", r"/api/repos/create", "create_repo"),
         ("POST", r"/api/validate-yaml", "validate_yaml"),
         ("GET", rf"/api/{REPO}(?:/revision/(?P<rev>[^/]+))?", "repo_info"),
         ("GET", rf"/api/{REPO}/refs", "refs"),
-        ("POST", rf"/api/{REPO}/branch/(?P<name>[^/]+)", "create_branch"),
-        ("DELETE", rf"/api/{REPO}/branch/(?P<name>[^/]+)", "delete_branch"),
         ("POST", rf"/api/{REPO}/tag/(?P<rev>[^/]+)", "create_tag"),
         ("DELETE", rf"/api/{REPO}/tag/(?P<name>[^/]+)", "delete_tag"),
         ("POST", rf"/api/{REPO}/preupload/(?P<rev>[^/]+)", "preupload"),
         ("POST", rf"/api/{REPO}/commit/(?P<rev>[^/]+)", "commit"),
         ("GET", rf"/api/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?", "tree"),
-        ("POST", rf"/api/{REPO}/paths-info/(?P<rev>[^/]+)", "paths_info"),
         ("POST", rf"/{RESOLVE_REPO}\.git/info/lfs/objects/batch", "lfs_batch"),
         ("PUT", r"/lfs-upload/(?P<oid>[0-9a-f]{64})", "lfs_upload"),
         ("GET", rf"/{RESOLVE_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
@@ -291,17 +283,12 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def repo_url(self, repo: Repo) -> str:
         return f"{self.base_url()}/{URL_PREFIXES[repo.repo_type]}{repo.repo_id}"
 
-    def branch(self, repo: Repo, revision: str) -> str:
-        name = revision.removeprefix("refs/heads/")
-        if name not in repo.branches:
-            raise _not_found("RevisionNotFound", f"Branch {revision}")
-        return name
+    def head(self, repo: Repo, branch: str) -> Commit:
+        if branch not in repo.branches:
+            raise _not_found("RevisionNotFound", f"Branch {branch}")
+        return repo.commits[repo.branches[branch]]
 
     # -- account and repositories -----------------------------------------------------------------------------------
-
-    def _whoami(self) -> tuple[int, object]:
-        self.require_auth()
-        return 200, {"type": "user", "name": self.state.user, "orgs": [], "auth": {"type": "access_token"}}
 
     def _create_repo(self) -> tuple[int, object]:
         self.require_auth()
@@ -326,10 +313,6 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def _repo_info(self, type: str, repo: str, rev: str = "main") -> tuple[int, object]:
         repository = self.state.repo(type, repo, self.authorized())
         commit = self.state.at_revision(repository, rev)
-        with_blobs = self.query.get("blobs", "").lower() == "true"
-        siblings = [
-            _sibling(path, blob) if with_blobs else {"rfilename": path} for path, blob in sorted(commit.files.items())
-        ]
         return 200, {
             "_id": hashlib.sha1(f"{type}/{repo}".encode()).hexdigest()[:24],
             "id": repo,
@@ -343,7 +326,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             "downloads": 0,
             "likes": 0,
             "tags": [],
-            "siblings": siblings,
+            "siblings": [{"rfilename": path} for path in sorted(commit.files)],
         }
 
     # -- refs ------------------------------------------------------------------------------------------------------
@@ -360,24 +343,6 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             "converts": [],
             "pullRequests": [],
         }
-
-    def _create_branch(self, type: str, repo: str, name: str) -> tuple[int, object]:
-        self.require_auth()
-        repository = self.state.repo(type, repo, True)
-        start = self.state.at_revision(repository, self.json().get("startingPoint") or "main")
-        if name in repository.branches or name in repository.tags:
-            raise HubError(409, f"Reference {name} already exists")
-        repository.branches[name] = start.sha
-        return 200, {}
-
-    def _delete_branch(self, type: str, repo: str, name: str) -> tuple[int, object]:
-        self.require_auth()
-        repository = self.state.repo(type, repo, True)
-        self.branch(repository, name)
-        if name == "main":
-            raise HubError(403, "Cannot delete the default branch")
-        del repository.branches[name]
-        return 200, {}
 
     def _create_tag(self, type: str, repo: str, rev: str) -> tuple[int, object]:
         self.require_auth()
@@ -403,7 +368,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def _preupload(self, type: str, repo: str, rev: str) -> tuple[int, object]:
         self.require_auth()
         repository = self.state.repo(type, repo, True)
-        head = repository.commits[repository.branches[self.branch(repository, rev)]]
+        head = self.head(repository, rev)
         files = []
         for item in self.json().get("files", []):
             path, size, sample = item["path"], int(item["size"]), base64.b64decode(item.get("sample", ""))
@@ -448,22 +413,16 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def _commit(self, type: str, repo: str, rev: str) -> tuple[int, object]:
         self.require_auth()
-        if self.query.get("create_pr"):
-            raise HubError(400, "pull requests are not supported by this server")
         repository = self.state.repo(type, repo, True)
-        branch = self.branch(repository, rev)
-        head = repository.commits[repository.branches[branch]]
+        head = self.head(repository, rev)
         lines = [json.loads(line) for line in self.request_body.splitlines() if line.strip()]
         if not lines or lines[0].get("key") != "header":
             raise HubError(400, "commit payload must start with a header line")
-        header = lines[0]["value"]
-        parent = header.get("parentCommit")
-        if parent and not head.sha.startswith(parent):
-            raise HubError(412, f"parent commit {parent} is not the head of {branch} ({head.sha})")
-        files = dict(head.files)
+        files, written = dict(head.files), set()
         for line in lines[1:]:
             key, value = line["key"], line["value"]
             path = value["path"]
+            written.add(path)
             if key == "file":
                 files[path] = Blob(base64.b64decode(value["content"]), False)
             elif key == "lfsFile":
@@ -473,11 +432,11 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             elif key == "deletedFile":
                 if files.pop(path, None) is None:
                     raise HubError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound")
-            elif key == "deletedFolder":
-                files = {p: b for p, b in files.items() if not p.startswith(path.rstrip("/") + "/")}
             else:
                 raise HubError(400, f"unsupported commit operation {key!r}")
-        commit = repository.add_commit(branch, header.get("summary") or "update", files)
+        for path in self.state.altered_paths & written & files.keys():
+            files[path] = files[path].altered()
+        commit = repository.add_commit(rev, lines[0]["value"].get("summary") or "update", files)
         return 200, {
             "success": True,
             "commitOid": commit.sha,
@@ -503,24 +462,11 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         entries += [_file_entry(p, b) for p, b in sorted(commit.files.items()) if listed(p)]
         return 200, entries
 
-    def _paths_info(self, type: str, repo: str, rev: str) -> tuple[int, object]:
-        commit = self.state.at_revision(self.state.repo(type, repo, self.authorized()), rev)
-        form = parse_qs(self.request_body.decode())
-        folders = _folders(commit.files)
-        entries = []
-        for path in (p.strip("/") for p in form.get("paths", [])):
-            if path in commit.files:
-                entries.append(_file_entry(path, commit.files[path]))
-            elif path in folders:
-                entries.append(_folder_entry(path, commit.files))
-        return 200, entries
-
     def _resolve(self, type: str, repo: str, rev: str, path: str) -> None:
         commit = self.state.at_revision(self.state.repo(type, repo, self.authorized()), rev)
         blob = commit.files.get(path)
         if blob is None:
             raise _not_found("EntryNotFound", f"File {path}")
-        data, status = blob.data, 200
         headers = {
             "X-Repo-Commit": commit.sha,
             "ETag": f'"{blob.etag}"',
@@ -528,24 +474,14 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             "Content-Type": "application/octet-stream",
         }
         if blob.lfs:
-            headers |= {"X-Linked-Etag": f'"{blob.sha256}"', "X-Linked-Size": str(len(data))}
-        if byte_range := self.headers.get("Range"):
-            match = re.fullmatch(r"bytes=(\d*)-(\d*)", byte_range.strip())
-            size = len(blob.data)
-            start, end = (match.group(1), match.group(2)) if match else ("", "")
-            first = int(start) if start else max(size - int(end or 0), 0)
-            last = min(int(end), size - 1) if start and end else size - 1
-            if match is None or first >= size or first > last:
-                raise HubError(416, f"Range {byte_range} not satisfiable for {size} bytes")
-            data, status = blob.data[first : last + 1], 206
-            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-        self.send_response(status)
+            headers |= {"X-Linked-Etag": f'"{blob.sha256}"', "X-Linked-Size": str(len(blob.data))}
+        self.send_response(200)
         for name, value in headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Length", str(len(blob.data)))
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(data)
+            self.wfile.write(blob.data)
 
 
 class HubServer:
@@ -597,3 +533,14 @@ class HubServer:
         with self.state.lock:
             repo = self.state.repo(repo_type, repo_id, True)
             return {"branches": dict(repo.branches), "tags": dict(repo.tags)}
+
+    @contextmanager
+    def altering(self, path: str) -> Iterator[None]:
+        """While inside, a commit that adds `path` stores it altered (`Blob.altered`): clients must notice."""
+        with self.state.lock:
+            self.state.altered_paths.add(path)
+        try:
+            yield
+        finally:
+            with self.state.lock:
+                self.state.altered_paths.discard(path)

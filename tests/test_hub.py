@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,8 @@ def pushed_v1(hub_server, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_pushed_card_keeps_configs_license_and_citation(hub_server, pushed_v1: Path):
     files = hub_server.files(REPO_ID, "v1.0.0")
+    local = {p.relative_to(pushed_v1).as_posix(): p.read_bytes() for p in pushed_v1.rglob("*") if p.is_file()}
+    assert {p: b for p, b in files.items() if p != ".gitattributes"} == local, "the tag must hold the folder's bytes"
     for name in ("README.md", "build_info.json", "prompts.json"):
         assert files[name] == (pushed_v1 / name).read_bytes()
     card = files["README.md"].decode()
@@ -121,6 +124,46 @@ def test_force_moves_the_tag_and_says_so(hub_server, tmp_path: Path):
     assert hub_server.files(repo_id, "v1.0.0")["prompts.json"] == (v2 / "prompts.json").read_bytes()
 
 
+@pytest.mark.parametrize(
+    "path", ["data/p2d/train-00000-of-00001.parquet", "prompts.json"], ids=["lfs-sha256", "git-blob"]
+)
+def test_push_fails_when_the_hub_stores_other_bytes(hub_server, tmp_path: Path, path: str):
+    """The server keeps one file with a flipped byte (same size): the push names it and creates no tag."""
+    repo_id = f"reversal-tester/altered-{path.split('/')[-1].split('.')[0]}"
+    folder = _build(tmp_path / "altered", "v1", ("p2d",))
+    with hub_server.altering(path):
+        result = _push(hub_server, tmp_path / "home", folder, "v1.0.0", repo_id=repo_id)
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    kind = "sha256" if path.endswith(".parquet") else "git blob"
+    assert error.startswith(f"error: {repo_id}@") and f": {path} is not the uploaded file (remote {kind} " in error
+    assert hub_server.refs(repo_id)["tags"] == {}, "a push that did not land intact must not be tagged"
+
+
+def test_unreachable_endpoint_is_a_one_line_error(hub_server, tmp_path: Path):
+    folder = _build(tmp_path / "ds", "v1", ("p2d",))
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{unused.getsockname()[1]}"
+    env = os.environ | hub_server.client_env(str(tmp_path / "home")) | {"HF_ENDPOINT": endpoint}
+    args = [str(PUSH_SCRIPT), str(folder), "--repo-id", REPO_ID, "--revision", "v1.0.0"]
+    result = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 1
+    [error] = result.stderr.strip().splitlines()
+    assert error.startswith(f"error: POST {endpoint}/api/repos/create failed: ")
+
+
+def test_shards_changed_after_the_build_are_refused(tmp_path: Path, capsys):
+    folder = _build(tmp_path / "ds", "v1", ("p2d",))
+    with (folder / "data/p2d/test-00000-of-00001.parquet").open("ab") as shard:
+        shard.write(b"edited")
+    capsys.readouterr()  # the build's progress bars
+    assert hub.main([str(folder), "--repo-id", REPO_ID, "--revision", "v1.0.0"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {folder / 'build_info.json'}: content_hash ")
+    assert error.endswith(": rebuild the folder\n") and error.count("\n") == 1
+
+
 def test_push_without_token_is_a_one_line_error(tmp_path: Path, monkeypatch, capsys):
     import huggingface_hub.constants
 
@@ -140,6 +183,11 @@ def test_push_without_token_is_a_one_line_error(tmp_path: Path, monkeypatch, cap
             ["--repo-id", "no-namespace", "--revision", "v1.0.0"],
             "--repo-id 'no-namespace' must be <user or org>/<name>",
         ),
+        (
+            ["--repo-id", "org/bad--name", "--revision", "v1.0.0"],
+            "--repo-id 'org/bad--name': Cannot have -- or .. in repo_id: 'org/bad--name'.",
+        ),
+        (["--repo-id", REPO_ID, "--revision", "v1 0"], "--revision 'v1 0' is not a version tag name (e.g. v1.0.0)"),
         (["--repo-id", REPO_ID, "--revision", "main"], "--revision 'main' is not a version tag name (e.g. v1.0.0)"),
     ],
 )
