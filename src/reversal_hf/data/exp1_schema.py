@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
-
+from reversal_hf.data.features import value_features
 from reversal_hf.data.hub_layout import DatasetBuildError
 from reversal_hf.data.paraphrase import Template
 
@@ -30,16 +29,8 @@ HELD_OUT_TEMPLATES = 10
 TRAIN_IDS = range(TRAIN_TEMPLATES)
 HELD_OUT_IDS = range(TRAIN_TEMPLATES, TRAIN_TEMPLATES + HELD_OUT_TEMPLATES)
 
-FEATURES = datasets.Features(
-    {
-        "prompt": datasets.Value("string"),
-        "completion": datasets.Value("string"),
-        "name": datasets.Value("string"),
-        "description": datasets.Value("string"),
-        "template_id": datasets.Value("int32"),
-        "subset": datasets.Value("string"),
-        "direction": datasets.Value("string"),
-    }
+FEATURES = value_features(
+    ("prompt", "completion", "name", "description", "template_id", "subset", "direction"), template_id="int32"
 )
 
 Row = dict[str, str | int]

@@ -16,6 +16,7 @@ from pathlib import Path
 import datasets
 
 from reversal_hf.data.cli import add_input_output_arguments, parse_configs, run_command
+from reversal_hf.data.features import value_features
 from reversal_hf.data.hub_layout import DatasetBuildError, DatasetCard, write_hub_dataset
 from reversal_hf.data.prompts import (
     CHAT_FEW_SHOT,
@@ -35,27 +36,14 @@ PAPER_MODELS = ("gpt-3.5-turbo", "davinci", "llama-7b", "llama-30b", "llama-65b"
 SCORE_COLUMNS = {"accuracy": ("_can_find_parent", "_can_find_child"), "logprob": ("_parent_logprob", "_child_logprob")}
 CONFIGS = ("pairs", "paper_results")
 
-PAIRS_FEATURES = datasets.Features(
-    {
-        "child": datasets.Value("string"),
-        "parent": datasets.Value("string"),
-        "parent_type": datasets.Value("string"),
-        "can_reverse": datasets.Value("bool"),
-        "child_prediction": datasets.Value("string"),
-        "parent_query": datasets.Value("string"),
-        "child_query": datasets.Value("string"),
-    }
+PAIRS_FEATURES = value_features(
+    ("child", "parent", "parent_type", "can_reverse", "child_prediction", "parent_query", "child_query"),
+    can_reverse="bool",
 )
-RESULTS_FEATURES = datasets.Features(
-    {
-        "model": datasets.Value("string"),
-        "child": datasets.Value("string"),
-        "parent": datasets.Value("string"),
-        "parent_type": datasets.Value("string"),
-        "parent_score": datasets.Value("float64"),
-        "child_score": datasets.Value("float64"),
-        "score_kind": datasets.Value("string"),
-    }
+RESULTS_FEATURES = value_features(
+    ("model", "child", "parent", "parent_type", "parent_score", "child_score", "score_kind"),
+    parent_score="float64",
+    child_score="float64",
 )
 
 
