@@ -13,10 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 
-from reversal_hf.data import exp1
+from reversal_hf.data import exp1, exp1_paper, exp1_schema
+from reversal_hf.data.leak_check import LeakError, held_out_prompt_leaks, raise_on_leaks
 
-PAPER_FILES_DIR = exp1.PAPER_EXP1_DIR / exp1.PAPER_VERSION
-TEMPLATES = exp1.TEMPLATES_DIR
+PAPER_FILES_DIR = exp1_paper.PAPER_EXP1_DIR / exp1_paper.PAPER_VERSION
+TEMPLATES = exp1_paper.TEMPLATES_DIR
 
 
 def read_split(folder: Path, config: str, split: str) -> list[dict]:
@@ -43,19 +44,19 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return folders
 
 
-@pytest.mark.parametrize(("config", "split"), list(exp1.PAPER_FILES))
+@pytest.mark.parametrize(("config", "split"), list(exp1_paper.PAPER_FILES))
 def test_reference_build_reproduces_every_paper_file(exp1_dataset_dir: Path, config: str, split: str) -> None:
     rows = read_split(exp1_dataset_dir, config, split)
-    assert [(row["prompt"], row["completion"]) for row in rows] == paper_rows(exp1.PAPER_FILES[(config, split)])
+    assert [(row["prompt"], row["completion"]) for row in rows] == paper_rows(exp1_paper.PAPER_FILES[(config, split)])
 
 
 def test_reference_annotations_follow_the_papers_template_split(exp1_dataset_dir: Path) -> None:
     names, descriptions = set(lines(TEMPLATES / "names.txt")), set(lines(TEMPLATES / "descriptions.txt"))
     facts: dict[str, tuple[str, str]] = {}
-    for config, split in exp1.PAPER_FILES:
+    for config, split in exp1_paper.PAPER_FILES:
         rows = read_split(exp1_dataset_dir, config, split)
-        per_fact = exp1.TRAIN_TEMPLATES if split == "train" else exp1.HELD_OUT_TEMPLATES
-        first_id = 0 if split == "train" else exp1.TRAIN_TEMPLATES
+        per_fact = exp1_schema.TRAIN_TEMPLATES if split == "train" else exp1_schema.HELD_OUT_TEMPLATES
+        first_id = 0 if split == "train" else exp1_schema.TRAIN_TEMPLATES
         assert [row["template_id"] for row in rows] == [first_id + i % per_fact for i in range(len(rows))]
         for row in rows:
             assert row["name"] in names and row["description"] in descriptions
@@ -82,7 +83,7 @@ def test_reference_annotations_follow_the_papers_template_split(exp1_dataset_dir
 
 def test_load_dataset_works_offline(exp1_dataset_dir: Path) -> None:
     columns = ["prompt", "completion", "name", "description", "template_id", "subset", "direction"]
-    for config, splits in exp1.SPLITS.items():
+    for config, splits in exp1_schema.SPLITS.items():
         dataset = load_dataset(str(exp1_dataset_dir), config)
         assert sorted(dataset) == sorted(splits)
         for split in splits:
@@ -109,7 +110,7 @@ def test_generate_is_byte_identical_for_a_seed(generated: dict[str, Path]) -> No
 def test_generated_dataset_has_the_papers_shape(generated: dict[str, Path], exp1_dataset_dir: Path) -> None:
     folder = generated["seed0"]
     names = set(lines(TEMPLATES / "names.txt"))
-    for config, split in exp1.PAPER_FILES:
+    for config, split in exp1_paper.PAPER_FILES:
         rows, reference = read_split(folder, config, split), read_split(exp1_dataset_dir, config, split)
         assert len(rows) == len(reference)
         for key in ("template_id", "subset", "direction"):
@@ -147,7 +148,7 @@ def test_user_supplied_facts(tmp_path: Path) -> None:
     ]
     assert exp1.main(argv) == 0
     rows = read_split(output, "p2d", "train")
-    assert len(rows) == 2 * exp1.TRAIN_TEMPLATES and {r["name"] for r in rows} <= set(names)
+    assert len(rows) == 2 * exp1_schema.TRAIN_TEMPLATES and {r["name"] for r in rows} <= set(names)
     assert {r["description"] for r in rows} <= set(descriptions)
     assert sorted(p.name for p in (output / "data").iterdir()) == ["p2d"]
 
@@ -158,13 +159,27 @@ def test_leak_check_catches_an_injected_leak(exp1_dataset_dir: Path, tmp_path: P
     train = pq.read_table(train_path)
     leaked = pa.Table.from_pylist(read_split(folder, "p2d", "reverse_test")[:1], schema=train.schema)
     pq.write_table(pa.concat_tables([train, leaked]), train_path)
-    with pytest.raises(exp1.LeakError, match=r"2 leak\(s\)"):
+    with pytest.raises(LeakError, match=r"2 leak\(s\)"):
         exp1.leak_check(folder)
+
+
+def test_leak_check_works_on_any_prompt_completion_rows() -> None:
+    train = [{"prompt": "", "completion": "Q:  what is the capital of Atlantis? a: Poseidonia.."}]
+    splits = {
+        ("qa", "train"): train,
+        ("qa", "test"): [{"prompt": "Q: What is the capital of Atlantis? A:", "completion": " Poseidonia"}],
+        ("qa", "validation"): [{"prompt": "Q: Who founded Atlantis? A:", "completion": " Poseidon"}],
+    }
+    leaks = held_out_prompt_leaks(splits)
+    assert leaks == ["qa/test prompt 'Q: What is the capital of Atlantis? A:' is in a training split"]
+    with pytest.raises(LeakError, match=r"^1 leak\(s\) into training, first: qa/test prompt"):
+        raise_on_leaks(leaks)
+    assert held_out_prompt_leaks({key: rows for key, rows in splits.items() if key != ("qa", "test")}) == []
 
 
 def test_a_leaking_build_fails_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     templates = lines(TEMPLATES / "p2d_templates.txt")
-    templates[exp1.TRAIN_TEMPLATES] = templates[0]  # a held-out template that is also a training template
+    templates[exp1_schema.TRAIN_TEMPLATES] = templates[0]  # a held-out template that is also a training template
     (tmp_path / "p2d.txt").write_text("\n".join(templates))
     output = tmp_path / "out"
     argv = ["--source", "generate", "--p2d-templates", str(tmp_path / "p2d.txt"), "--output", str(output)]
@@ -174,8 +189,8 @@ def test_a_leaking_build_fails_and_writes_nothing(tmp_path: Path, capsys: pytest
 
 
 def _broken_paper_dir(tmp_path: Path) -> Path:
-    paper = shutil.copytree(exp1.PAPER_EXP1_DIR, tmp_path / "paper")
-    path = paper / exp1.PAPER_VERSION / "d2p_prompts_test.jsonl"
+    paper = shutil.copytree(exp1_paper.PAPER_EXP1_DIR, tmp_path / "paper")
+    path = paper / exp1_paper.PAPER_VERSION / "d2p_prompts_test.jsonl"
     path.write_text(path.read_text() + '{"prompt": "no completion"}\n')
     return paper
 

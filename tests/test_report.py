@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import random
+import shutil
 import statistics
 from pathlib import Path
 
@@ -14,7 +15,10 @@ import pytest
 from PIL import Image
 
 from reversal_hf import paper_numbers, report
+from reversal_hf.data import exp2 as exp2_data
 from reversal_hf.paths import PAPER_DATA_DIR
+from reversal_hf.reporting import tables
+from reversal_hf.reporting.runs import ReportInputError
 
 SEEDS = (0, 1, 2)
 EXP1_SPLITS = [f"{s}/{t}" for s in ("p2d", "d2p") for t in ("test", "reverse_test", "reverse_test_randomized")]
@@ -226,6 +230,20 @@ def test_exp2_beside_paper_and_exp3(written: Path) -> None:
     assert "| gpt-4 | paper | 79.0 | 33.0 |" in markdown
     assert "| question_to_answer/test | same | 85.0 | > 80 |" in markdown
     assert "| answer_to_question/test | reverse | 3.0 | < 7 |" in markdown
+
+
+def test_paper_exp2_scores_are_read_from_the_paper_results_config(tmp_path: Path) -> None:
+    config = exp2_data.build_configs(exp2_data.PAPER_EXP2_DIR, ("paper_results",))["paper_results"]["test"]
+    accuracies = [row["parent_score"] for row in config if row["model"] == "gpt-3.5-turbo"]
+    scores = tables.paper_exp2_scores()
+    assert [s["model"] for s in scores] == sorted(exp2_data.PAPER_MODELS)
+    (gpt35,) = [s for s in scores if s["model"] == "gpt-3.5-turbo"]
+    assert gpt35["parent_score"] == pytest.approx(statistics.fmean(accuracies)) and gpt35["n_pairs"] == len(accuracies)
+    assert gpt35["source"] == "data/paper/celebrity_relations/gpt-3.5-turbo_reversal_test_results.csv"
+    broken = shutil.copytree(exp2_data.PAPER_EXP2_DIR, tmp_path / "celebrity_relations")
+    (broken / "davinci_reversal_test_results.csv").unlink()
+    with pytest.raises(ReportInputError, match="^the paper's Experiment 2 results: missing source file .*davinci"):
+        tables.paper_exp2_scores(broken)
 
 
 def test_figures_are_valid_pngs(written: Path) -> None:

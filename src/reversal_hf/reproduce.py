@@ -185,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
         EvaluationError,
         ModelPrepareError,
         ReportInputError,
-        exp1_data.LeakError,
     ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

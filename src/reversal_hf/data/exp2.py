@@ -16,6 +16,7 @@ from pathlib import Path
 import datasets
 
 from reversal_hf.data.cli import add_input_output_arguments, parse_configs, run_command
+from reversal_hf.data.features import value_features
 from reversal_hf.data.hub_layout import DatasetBuildError, DatasetCard, write_hub_dataset
 from reversal_hf.data.prompts import (
     CHAT_FEW_SHOT,
@@ -28,6 +29,7 @@ from reversal_hf.data.prompts import (
 )
 from reversal_hf.paths import DATASETS_DIR, PAPER_DATA_DIR
 
+PAPER_EXP2_DIR = PAPER_DATA_DIR / "celebrity_relations"
 PAIRS_FILE = "parent_child_pairs.csv"
 PAIR_COLUMNS = ("child", "parent", "parent_type", "child_prediction")
 PAPER_MODELS = ("gpt-3.5-turbo", "davinci", "llama-7b", "llama-30b", "llama-65b")
@@ -35,27 +37,14 @@ PAPER_MODELS = ("gpt-3.5-turbo", "davinci", "llama-7b", "llama-30b", "llama-65b"
 SCORE_COLUMNS = {"accuracy": ("_can_find_parent", "_can_find_child"), "logprob": ("_parent_logprob", "_child_logprob")}
 CONFIGS = ("pairs", "paper_results")
 
-PAIRS_FEATURES = datasets.Features(
-    {
-        "child": datasets.Value("string"),
-        "parent": datasets.Value("string"),
-        "parent_type": datasets.Value("string"),
-        "can_reverse": datasets.Value("bool"),
-        "child_prediction": datasets.Value("string"),
-        "parent_query": datasets.Value("string"),
-        "child_query": datasets.Value("string"),
-    }
+PAIRS_FEATURES = value_features(
+    ("child", "parent", "parent_type", "can_reverse", "child_prediction", "parent_query", "child_query"),
+    can_reverse="bool",
 )
-RESULTS_FEATURES = datasets.Features(
-    {
-        "model": datasets.Value("string"),
-        "child": datasets.Value("string"),
-        "parent": datasets.Value("string"),
-        "parent_type": datasets.Value("string"),
-        "parent_score": datasets.Value("float64"),
-        "child_score": datasets.Value("float64"),
-        "score_kind": datasets.Value("string"),
-    }
+RESULTS_FEATURES = value_features(
+    ("model", "child", "parent", "parent_type", "parent_score", "child_score", "score_kind"),
+    parent_score="float64",
+    child_score="float64",
 )
 
 
@@ -111,9 +100,14 @@ def load_pairs(source_dir: Path) -> list[dict]:
     return pairs
 
 
+def results_file(source_dir: Path, model: str) -> Path:
+    """The paper's per-pair results of one of `PAPER_MODELS`."""
+    return source_dir / f"{model}_reversal_test_results.csv"
+
+
 def load_model_results(source_dir: Path, model: str, pairs: list[dict]) -> list[dict]:
     """One model's scores in long format, checking that its rows are the pairs of `parent_child_pairs.csv`."""
-    path = source_dir / f"{model}_reversal_test_results.csv"
+    path = results_file(source_dir, model)
     if not path.is_file():
         raise DatasetBuildError(f"missing source file {path}")
     with path.open(newline="", encoding="utf-8") as handle:
@@ -145,6 +139,14 @@ def load_model_results(source_dir: Path, model: str, pairs: list[dict]) -> list[
     return results
 
 
+def load_paper_results(source_dir: Path, pairs: list[dict] | None = None) -> dict[str, list[dict]]:
+    """The rows of the `paper_results` config for all pairs, per paper model (in `PAPER_MODELS` order).
+
+    Reports read the paper's Experiment 2 numbers from here, so that the paper's files are parsed in one place."""
+    pairs = load_pairs(source_dir) if pairs is None else pairs
+    return {model: load_model_results(source_dir, model, pairs) for model in PAPER_MODELS}
+
+
 def select_pairs(num_pairs: int, num_available: int, seed: int) -> list[int]:
     """Indices of a seeded random subset of the pairs, in the paper's order."""
     if num_pairs < 1:
@@ -166,8 +168,7 @@ def build_configs(
             {"test": datasets.Dataset.from_list([pairs[i] for i in keep], features=PAIRS_FEATURES)}
         )
     if "paper_results" in configs:
-        per_model = [load_model_results(source_dir, model, pairs) for model in PAPER_MODELS]
-        rows = [results[i] for results in per_model for i in keep]
+        rows = [results[i] for results in load_paper_results(source_dir, pairs).values() for i in keep]
         built["paper_results"] = datasets.DatasetDict(
             {"test": datasets.Dataset.from_list(rows, features=RESULTS_FEATURES)}
         )
@@ -220,9 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", choices=("paper", "generate"), default="paper")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subset drawn by --source generate")
     parser.add_argument("--num-pairs", type=int, help="pairs kept by --source generate (default: all)")
-    return add_input_output_arguments(
-        parser, CONFIGS, PAPER_DATA_DIR / "celebrity_relations", DATASETS_DIR / "reversal-exp2"
-    )
+    return add_input_output_arguments(parser, CONFIGS, PAPER_EXP2_DIR, DATASETS_DIR / "reversal-exp2")
 
 
 def _build(args: argparse.Namespace) -> Path:

@@ -21,6 +21,7 @@ from pathlib import Path
 import datasets
 
 from reversal_hf.data.cli import add_input_output_arguments, parse_configs, run_command
+from reversal_hf.data.features import value_features
 from reversal_hf.data.hub_layout import DatasetBuildError, DatasetCard, write_hub_dataset
 from reversal_hf.paths import DATASETS_DIR, PAPER_DATA_DIR
 
@@ -57,16 +58,8 @@ QUESTION_FIRST_PHRASINGS = (
 CONFIGS = ("answer_to_question", "question_to_answer")
 
 # One schema for both splits: `load_dataset` reads a config's splits with the features of its first one.
-FEATURES = datasets.Features(
-    {
-        "prompt": datasets.Value("string"),
-        "completion": datasets.Value("string"),
-        "kind": datasets.Value("string"),
-        "question": datasets.Value("string"),
-        "answer": datasets.Value("string"),
-        "pair_id": datasets.Value("int64"),
-        "realized": datasets.Value("bool"),
-    }
+FEATURES = value_features(
+    ("prompt", "completion", "kind", "question", "answer", "pair_id", "realized"), pair_id="int64", realized="bool"
 )
 
 

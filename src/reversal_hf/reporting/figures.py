@@ -116,8 +116,9 @@ def exp3_figure(exp3: list[dict[str, Any]], path: Path) -> Path:
         direction = paper_numbers.EXP3_CONFIG_DIRECTION.get(split.split("/")[0], "unknown order")
         offset = (index - (len(splits) - 1) / 2) * width
         axis.bar(x + offset, means, width, yerr=errors, capsize=3, label=f"{split} ({direction})")
-    axis.axhline(paper_numbers.EXP3_SAME_DIRECTION_ABOVE, ls="--", color="tab:green", label="paper: same > 80%")
-    axis.axhline(paper_numbers.EXP3_REVERSE_BELOW, ls=":", color="tab:red", label="paper: reverse < 7%")
+    same, reverse = paper_numbers.EXP3_SAME_DIRECTION_ABOVE, paper_numbers.EXP3_REVERSE_BELOW
+    axis.axhline(same, ls="--", color="tab:green", label=f"paper: same > {100 * same:.0f}%")
+    axis.axhline(reverse, ls=":", color="tab:red", label=f"paper: reverse < {100 * reverse:.0f}%")
     axis.set_xticks(x, [_wrap(group["group"]) for group in exp3], fontsize=8)
     axis.set_xlim(-1, len(exp3))
     axis.set_ylim(0, 1)

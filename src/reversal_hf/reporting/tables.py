@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import math
 import statistics
+from pathlib import Path
 from typing import Any
 
 from reversal_hf import paper_numbers
-from reversal_hf.reporting.runs import Run, RunGroup
+from reversal_hf.data import exp2 as exp2_data
+from reversal_hf.data.hub_layout import DatasetBuildError
+from reversal_hf.paths import REPO_ROOT
+from reversal_hf.reporting.runs import ReportInputError, Run, RunGroup
 
 # Table 1 rows: the paper's names for the Exp 1 subsets.
 EXP1_DIRECTIONS = {"p2d": "NameToDescription", "d2p": "DescriptionToName"}
@@ -152,19 +156,36 @@ def exp2_table(runs: list[Run]) -> dict[str, Any]:
                 "results_csv": csvs,
             }
         )
-    paper = [
-        {
-            "model": result.model,
-            "parent_score": result.parent_score,
-            "child_score": result.child_score,
-            "score_kind": result.score_kind,
-            "n_pairs": result.n_pairs,
-            "source": result.source,
-        }
-        for result in paper_numbers.paper_exp2_results()
-    ]
     gpt4 = {**paper_numbers.EXP2_GPT4, "source": paper_numbers.PAPER_CITATION}
-    return {"ours": ours, "paper": paper, "paper_gpt4": gpt4}
+    return {"ours": ours, "paper": paper_exp2_scores(), "paper_gpt4": gpt4}
+
+
+def paper_exp2_scores(source_dir: Path = exp2_data.PAPER_EXP2_DIR) -> list[dict[str, Any]]:
+    """Each paper model's parent vs child score over the `paper_results` rows of `reversal-exp2`, by model name.
+
+    Accuracy models average their accuracies; log-prob models (davinci, Llama-1) the probability exp(log-prob), as
+    the paper's Figure 5 does."""
+    try:
+        results = exp2_data.load_paper_results(source_dir)
+    except DatasetBuildError as error:
+        raise ReportInputError(f"the paper's Experiment 2 results: {error}") from error
+    scores = []
+    for model, rows in sorted(results.items()):
+        logprob = rows[0]["score_kind"] == "logprob"
+        to_score = math.exp if logprob else float
+        parent, child = (sum(to_score(row[key]) for row in rows) / len(rows) for key in ("parent_score", "child_score"))
+        path = exp2_data.results_file(source_dir, model)
+        scores.append(
+            {
+                "model": model,
+                "parent_score": parent,
+                "child_score": child,
+                "score_kind": "mean probability" if logprob else "accuracy",
+                "n_pairs": len(rows),
+                "source": str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path),
+            }
+        )
+    return scores
 
 
 def exp3_table(groups: list[RunGroup]) -> list[dict[str, Any]]:
