@@ -24,6 +24,7 @@ from reversal_hf.data.reversal_transforms import (
     reverse_mode_prompt,
     reverse_segments,
     reverse_token_ids,
+    reverse_train_dataset,
     reverse_words,
     reverse_words_keeping_entities,
     user_entities,
@@ -197,6 +198,13 @@ def test_segment_rows_are_reproducible_from_the_seed(exp1_train) -> None:
     assert set(shuffled["completion"]) == set(first["completion"])
 
 
+def test_one_field_selects_the_transform(exp1_train) -> None:
+    sample = exp1_train.select(range(5))
+    chosen = reverse_train_dataset(sample, "segment", seed=2, max_segment_words=3, separator="<s>")
+    assert chosen.to_list() == add_reversed_rows(sample, TextReversal("segment", 2, 3, "<s>")).to_list()
+    assert len(reverse_train_dataset(sample, "both_orders")) == len(sample) + exp1.TRAIN_TEMPLATES
+
+
 def test_user_entity_columns(exp1_train) -> None:
     sample = exp1_train.select(range(3))
     reversed_rows = add_reversed_rows(sample, TextReversal("entity"), user_entities(["name"])).select(range(3, 6))
@@ -216,6 +224,8 @@ def test_user_entity_columns(exp1_train) -> None:
             "already has a 'reversed' column",
         ),
         (lambda d: add_other_order_rows(d.remove_columns("direction")), "no column 'direction'"),
+        (lambda d: reverse_train_dataset(d, "letters"), "unknown transform 'letters'; choose from word, entity"),
+        (lambda d: reverse_train_dataset(d, "token"), "token needs the model's tokenizer"),
     ],
 )
 def test_bad_datasets_are_one_line_errors(exp1_train, call, message: str) -> None:
@@ -304,3 +314,38 @@ def test_both_orders_leaks_only_the_reversed_statements_it_adds(exp1_dataset_dir
     leaks = exp1.find_leaks(rows)
     assert not [leak for leak in leaks if "is in a training split" in leak]
     assert len(leaks) == len(train.filter(lambda row: row["subset"] != "both"))
+
+
+def test_trl_trains_reversed_rows_whole_and_takes_token_rows_pretokenized(
+    tiny_model_dir: Path, exp1_train, tmp_path: Path
+) -> None:
+    """What TRL 1.16's `SFTTrainer` makes of our rows, with completion-only loss on (the strictest case)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    args = SFTConfig(
+        output_dir=str(tmp_path),
+        completion_only_loss=True,
+        max_length=None,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+
+    def prepared(dataset: datasets.Dataset) -> datasets.Dataset:
+        return SFTTrainer(model, args=args, train_dataset=dataset, processing_class=tokenizer).train_dataset
+
+    sample = exp1_train.select(range(2))
+    text_rows = prepared(add_reversed_rows(sample, TextReversal("word")).select_columns(["prompt", "completion"]))
+    for row in text_rows.select(range(2, 4)):  # an empty prompt is BOS alone: the whole reversed document is trained
+        assert row["input_ids"][0] == tokenizer.bos_token_id
+        assert row["labels"] == [-100, *row["input_ids"][1:]]
+    plain = prepared(sample.select_columns(["prompt", "completion"]))
+    token_rows = prepared(add_reversed_token_rows(sample, tokenizer).select_columns(["input_ids", "completion_mask"]))
+    forward = token_rows.select(range(2))
+    assert (forward["input_ids"], forward["labels"]) == (plain["input_ids"], plain["labels"])
+    for row in token_rows.select(range(2, 4)):
+        assert row["labels"] == [-100, *row["input_ids"][1:]]

@@ -34,7 +34,7 @@ from typing import Any
 
 import datasets
 
-from reversal_hf.data.exp1 import TEMPLATES_DIR, TRAIN_SPLIT, TRAIN_TEMPLATES, read_generation_templates
+from reversal_hf.data.exp1 import TEMPLATES_DIR, TRAIN_SPLIT, TRAIN_TEMPLATES, Splits, read_generation_templates
 from reversal_hf.data.paraphrase import DIRECTIONS, FitRequest, OfflineParaphraser, Paraphraser, Template
 
 TEXT_TRANSFORMS = ("word", "entity", "segment")
@@ -44,8 +44,6 @@ DEFAULT_SEPARATOR = "[REV]"
 DEFAULT_MAX_SEGMENT_WORDS = 5
 _WORD = re.compile(r"\S+")
 _QUOTED = re.compile(r'"([^"]+)"|“([^”]+)”')
-
-Rows = dict[tuple[str, str], list[dict[str, Any]]]
 
 
 class ReversalError(ValueError):
@@ -218,7 +216,7 @@ class EntitySource:
         """The entity strings of one row (empty values skipped), plus the vocabulary entries found in its text."""
         found = [str(row[column]) for column in self.columns if row[column]]
         found += [
-            # The title inside the quotes: templates may drop its closing period ("Lunar Haven."" → "Lunar Haven"?).
+            # The title inside the quotes: a document may drop its closing period ("Lunar Haven." → "Lunar Haven").
             "".join(match).removesuffix(".")
             for column in self.quoted_in
             for match in _QUOTED.findall(str(row[column]))
@@ -437,6 +435,33 @@ def add_other_order_rows(
     return datasets.concatenate_datasets([_marked_originals(dataset, features), added])
 
 
+# ---------------------------------------------------------------- one recipe field
+
+
+def reverse_train_dataset(
+    dataset: datasets.Dataset,
+    transform: str,
+    *,
+    entity_source: EntitySource | None = None,
+    tokenizer: Any = None,
+    seed: int = 0,
+    max_segment_words: int = DEFAULT_MAX_SEGMENT_WORDS,
+    separator: str = DEFAULT_SEPARATOR,
+    num_proc: int | None = None,
+) -> datasets.Dataset:
+    """The training set for a recipe's `reversal_transform`: the original rows plus the rows the transform adds."""
+    if transform in TEXT_TRANSFORMS:
+        reversal = TextReversal(transform, seed, max_segment_words, separator)
+        return add_reversed_rows(dataset, reversal, entity_source, num_proc)
+    if transform == "token":
+        if tokenizer is None:
+            raise ReversalError("reversal_transform: token needs the model's tokenizer")
+        return add_reversed_token_rows(dataset, tokenizer, num_proc)
+    if transform == "both_orders":
+        return add_other_order_rows(dataset)
+    raise ReversalError(f"reversal_transform: unknown transform {transform!r}; choose from {', '.join(TRANSFORMS)}")
+
+
 # ---------------------------------------------------------------- Exp 1: reverse-mode questions and the leak check
 
 
@@ -456,8 +481,8 @@ def reverse_mode_questions(
 
 
 def leak_check_rows(
-    rows: Rows, reversal: TextReversal, entity_source: EntitySource | None = None, reverse_mode: bool = False
-) -> Rows:
+    rows: Splits, reversal: TextReversal, entity_source: EntitySource | None = None, reverse_mode: bool = False
+) -> Splits:
     """Exp 1's splits as reverse training sees them, for `exp1.find_leaks` ("no held-out prompt, in either order").
 
     Each training split gains its reversed rows; each held-out split gets a twin config `<config>:<kind>` with its
@@ -466,7 +491,7 @@ def leak_check_rows(
     before the name reads like training template 17 ("Q: What about <name>? A: Well, <description>"): the check
     reports those questions, and an evaluator should leave them out.
     """
-    viewed: Rows = {}
+    viewed: Splits = {}
     for (config, split), split_rows in rows.items():
         if split == TRAIN_SPLIT:
             dataset = datasets.Dataset.from_list(split_rows)
