@@ -86,7 +86,8 @@ def test_segment_reverses_random_segments_and_is_seeded() -> None:
     assert " ".join(reversed(segments)) == text  # each segment keeps its words in order
     assert reverse_segments(text, max_words=3, seed=0) == reversed_text
     assert len({reverse_segments(text, max_words=3, seed=seed) for seed in range(5)}) > 1
-    assert reverse_segments("a b c", max_words=1, separator="<sep>") == "c <sep> b <sep> a"
+    assert reverse_segments(" a b c\n", max_words=1, separator="<sep>") == " c <sep> b <sep> a\n"
+    assert reverse_segments("  ") == "  "
 
 
 def test_token_reversal_keeps_special_tokens_at_the_ends() -> None:

@@ -89,10 +89,6 @@ def _units(text: str, entities: Iterable[str]) -> tuple[list[tuple[int, int]], l
     return units, gaps
 
 
-def _pieces(text: str, spans: Iterable[tuple[int, int]]) -> list[_Piece]:
-    return [_Piece(text[start:end], start) for start, end in spans]
-
-
 def _reversed_units(text: str, entities: Iterable[str]) -> list[_Piece]:
     """Units and the gaps between them, both in reverse order; leading and trailing whitespace stay in place."""
     units, gaps = _units(text, entities)
@@ -108,20 +104,24 @@ def _reversed_units(text: str, entities: Iterable[str]) -> list[_Piece]:
 
 
 def _reversed_segments(text: str, max_words: int, seed: int, separator: str) -> list[_Piece]:
-    """Words cut into segments of 1 to `max_words` (drawn by `random.Random(f"{seed}:{text}")`), segments reversed."""
-    units, _ = _units(text, ())
+    """Words cut into segments of 1 to `max_words` (drawn by `random.Random(f"{seed}:{text}")`), segments reversed and
+    joined by " <separator> "; leading and trailing whitespace stay in place."""
+    words, _ = _units(text, ())
+    if not words:
+        return [_Piece(text, 0)]
     rng = random.Random(f"{seed}:{text}")
     segments, used = [], 0
-    while used < len(units):
-        size = min(rng.randint(1, max_words), len(units) - used)
-        segments.append((units[used][0], units[used + size - 1][1]))
+    while used < len(words):
+        size = min(rng.randint(1, max_words), len(words) - used)
+        segments.append((words[used][0], words[used + size - 1][1]))
         used += size
-    pieces: list[_Piece] = []
+    pieces = [_Piece(text[: words[0][0]], 0)]
     for position, segment in enumerate(reversed(segments)):
         if position:
             pieces.append(_Piece(f" {separator} ", None))
         pieces.append(_Piece(text[segment[0] : segment[1]], segment[0]))
-    return pieces or [_Piece(text, 0)]
+    pieces.append(_Piece(text[words[-1][1] :], words[-1][1]))
+    return pieces
 
 
 @dataclass(frozen=True)
@@ -141,14 +141,14 @@ class TextReversal:
         if not self.separator.strip() or self.separator != self.separator.strip():
             raise ReversalError(f"reversal_separator: must be non-blank text without outer spaces: {self.separator!r}")
 
-    def pieces(self, text: str, entities: Iterable[str] = ()) -> list[_Piece]:
+    def _pieces(self, text: str, entities: Iterable[str] = ()) -> list[_Piece]:
         if self.kind == "segment":
             return _reversed_segments(text, self.max_segment_words, self.seed, self.separator)
         return _reversed_units(text, entities if self.kind == "entity" else ())
 
     def apply(self, text: str, entities: Iterable[str] = ()) -> str:
         """The reversed document; `entities` only matter to `entity`."""
-        return "".join(piece.text for piece in self.pieces(text, entities))
+        return "".join(piece.text for piece in self._pieces(text, entities))
 
 
 def reverse_words(text: str) -> str:
@@ -179,7 +179,7 @@ def reverse_mode_prompt(text: str, name: str, reversal: TextReversal, entities: 
     if start < 0:
         raise ReversalError(f"name {name!r} is not in the text {text!r}")
     end = start + len(name)
-    pieces = reversal.pieces(text, [name, *entities])
+    pieces = reversal._pieces(text, [name, *entities])
     transformed = "".join(piece.text for piece in pieces)
     name_positions, offset = [], 0
     for piece in pieces:
