@@ -10,7 +10,7 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
-from reversal_hf.data import exp1
+from reversal_hf.data import exp1, exp1_schema
 from reversal_hf.data.reversal_transforms import (
     EXP1_ENTITIES,
     REVERSED_COLUMN,
@@ -45,11 +45,11 @@ def exp3_splits(exp3_dataset_dir: Path) -> datasets.DatasetDict:
     return datasets.load_dataset(str(exp3_dataset_dir), "answer_to_question")
 
 
-def exp1_rows(folder: Path) -> exp1.Splits:
+def exp1_rows(folder: Path) -> exp1_schema.Splits:
     """Every split of a built Exp 1 folder, the way `exp1.leak_check` reads them."""
     return {
         (config, split): pq.read_table(folder / "data" / config / f"{split}-00000-of-00001.parquet").to_pylist()
-        for config, splits in exp1.SPLITS.items()
+        for config, splits in exp1_schema.SPLITS.items()
         for split in splits
     }
 
@@ -203,7 +203,7 @@ def test_one_field_selects_the_transform(exp1_train) -> None:
     sample = exp1_train.select(range(5))
     chosen = reverse_train_dataset(sample, "segment", seed=2, max_segment_words=3, separator="<s>")
     assert chosen.to_list() == add_reversed_rows(sample, TextReversal("segment", 2, 3, "<s>")).to_list()
-    assert len(reverse_train_dataset(sample, "both_orders")) == len(sample) + exp1.TRAIN_TEMPLATES
+    assert len(reverse_train_dataset(sample, "both_orders")) == len(sample) + exp1_schema.TRAIN_TEMPLATES
 
 
 def test_user_entity_columns(exp1_train) -> None:
@@ -263,7 +263,7 @@ def test_both_orders_writes_each_fact_in_the_order_it_lacks(exp1_train) -> None:
         (name, "d2p" if subset == "p2d" else "p2d")
         for name, subset in zip(one_order["name"], one_order["subset"], strict=True)
     )
-    assert set(added["template_id"]) == set(range(exp1.TRAIN_TEMPLATES))
+    assert set(added["template_id"]) == set(range(exp1_schema.TRAIN_TEMPLATES))
     assert all(row["name"] in row["prompt"] + row["completion"] for row in added)
 
 

@@ -34,7 +34,9 @@ from typing import Any
 
 import datasets
 
-from reversal_hf.data.exp1 import TEMPLATES_DIR, TRAIN_SPLIT, TRAIN_TEMPLATES, Splits, read_generation_templates
+from reversal_hf.data.exp1_generate import read_generation_templates
+from reversal_hf.data.exp1_paper import TEMPLATES_DIR
+from reversal_hf.data.exp1_schema import TRAIN_SPLIT, TRAIN_TEMPLATES, Splits
 from reversal_hf.data.paraphrase import DIRECTIONS, FitRequest, OfflineParaphraser, Paraphraser, Template
 
 TEXT_TRANSFORMS = ("word", "entity", "segment")
