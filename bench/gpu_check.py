@@ -112,11 +112,11 @@ class Plan:
 
 
 GPU_PLAN = Plan(
-    paper_shape=SMOLLM2_135M, paper_batch=16, paper_warmup=20, paper_steps=60,
+    paper_shape=SMOLLM2_135M, paper_batch=16, paper_warmup=20, paper_steps=50,
     packed_shape=LLAMA_1B, packed_rows=4, packed_row_tokens=2048, packed_warmup=5, packed_steps=20,
     launcher_recipe="exp1_smollm2_135m", launcher_configs=("single_gpu", "zero3"),
     launcher_overrides=("--use_cpu", "false"), launcher_steps=5,
-    eval_examples_per_split=30,
+    eval_examples_per_split=20,
 )  # fmt: skip
 TINY_PLAN = Plan(
     paper_shape=TINY, paper_batch=16, paper_warmup=1, paper_steps=3,
