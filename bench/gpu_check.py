@@ -20,6 +20,7 @@ cannot rot between the rare runs on a GPU. Writes `<out>/<card>-<date>.json` and
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import re
@@ -322,6 +323,10 @@ def run_part(name: str, part: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     except Exception as error:  # one broken part must not lose the others' numbers from a rare GPU run
         traceback.print_exc()
         result = {"error": f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error) else ''}"}
+    finally:  # the next part's training processes need the memory this process's allocator would keep reserved
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     result["wall_s"] = round(time.perf_counter() - started, 1)
     print(f"[gpu-check] {name}: {json.dumps({k: v for k, v in result.items() if k in ('value', 'error', 'wall_s')})}")
     return result
@@ -441,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": round(time.perf_counter() - started, 1),
         "parts": results,
     }
-    stem = args.out / f"{device_slug(device_name)}-{date:%Y-%m-%d}"
+    subset = "" if set(args.parts) == set(PARTS) else "-" + "+".join(name for name in PARTS if name in args.parts)
+    stem = args.out / f"{device_slug(device_name)}-{date:%Y-%m-%d}{subset}"  # a rerun of some parts keeps the first
     write_json(stem.with_suffix(".json"), report)
     write_text(stem.with_suffix(".md"), markdown_table(report))
     print(markdown_table(report))
