@@ -17,10 +17,14 @@ REVISION ?= v1.0.0
 FORCE ?=
 RUN ?=
 PYTEST_ARGS ?=
+TINY ?=
+GPU_OUT ?= $(if $(TINY),build/gpu_check,results/gpu)
+GPU_SITE ?= /tmp/reversal-hf-gpu-site
 
 DATASETS := build/datasets/reversal-exp1 build/datasets/reversal-exp2 build/datasets/reversal-exp3
 
-.PHONY: install test lint data push-data train sweep eval report reproduce reproduce-full models bench clean
+.PHONY: install test lint data push-data train sweep eval report reproduce reproduce-full models bench gpu-wheels \
+	gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +84,22 @@ bench: data
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_eval.py
 	$(BIN)/python bench/bench_exp2.py
+
+# The wheels a GPU machine without network lacks (bench/GPU_CHECK.md), into the git-ignored .gpu_wheels/.
+gpu-wheels: install
+	$(BIN)/python bench/gpu_wheels.py --output .gpu_wheels
+
+# On a GPU machine: install .gpu_wheels/ beside its own torch and run the check with its python3 (no .venv there).
+# TINY=1: the CPU mode (tiny shapes, a few steps) in .venv, as tests/test_gpu_check.py runs it.
+gpu-check: $(if $(TINY),install)
+ifdef TINY
+	PYTHONPATH=$(CURDIR)/src $(BIN)/python bench/gpu_check.py --tiny --out $(GPU_OUT)
+else
+	@test -d .gpu_wheels || (echo "gpu-check: no .gpu_wheels/: run 'make gpu-wheels' where there is network" >&2; exit 2)
+	$(PYTHON) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $(GPU_SITE) \
+	  .gpu_wheels/*.whl
+	PYTHONPATH=$(GPU_SITE):$(CURDIR)/src $(PYTHON) bench/gpu_check.py --out $(GPU_OUT)
+endif
 
 clean:
 	rm -rf build outputs results/reproduce
