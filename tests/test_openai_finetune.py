@@ -270,10 +270,19 @@ def test_a_failed_job_ends_with_one_line(
     argv = ["finetune", "openai_exp1_davinci002", "--yes", "--poll-interval", "0"]
     assert main([*argv, *overrides(exp1_dataset_dir, run_dir)]) == 1
     (job_id,) = server.jobs
-    assert capsys.readouterr().err.splitlines()[-1] == (
-        f"error: fine-tuning job {job_id} failed: invalid_training_file: The job failed validation."
+    failure = (
+        f"error: fine-tuning job {job_id} failed: invalid_training_file: The job failed validation. "
+        f"(remove {run_dir / jobs.STATE_FILE} to start a new job)"
     )
+    assert capsys.readouterr().err.splitlines()[-1] == failure
     assert not (run_dir / "run_info.json").exists()
+
+    server.outcome = "succeeded"
+    assert main([*argv, *overrides(exp1_dataset_dir, run_dir)]) == 1  # attached to the failed job again
+    assert capsys.readouterr().err.splitlines()[-1] == failure
+    (run_dir / jobs.STATE_FILE).unlink()
+    assert main([*argv, *overrides(exp1_dataset_dir, run_dir)]) == 0  # a new job; the failed one is not found again
+    assert len(server.jobs) == 2 and read_json(run_dir / "run_info.json")["openai"]["job_id"] != job_id
 
 
 def test_an_invalid_file_ends_with_one_line_before_any_request(

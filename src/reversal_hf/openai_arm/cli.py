@@ -63,7 +63,7 @@ def _follow_all(client, pending: list[jobs.PreparedRun], job_ids: list[str], pol
                 print(f"{job_id} keeps running; run the same command again to attach to it", file=sys.stderr)
             return INTERRUPTED
         try:
-            jobs.check_succeeded(job)
+            jobs.check_succeeded(job, prepared.output_dir)
         except jobs.FinetuneError as error:
             print(f"error: {error}", file=sys.stderr)
             failures += 1

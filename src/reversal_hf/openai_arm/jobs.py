@@ -135,8 +135,9 @@ def _find_uploaded_file(client: openai.OpenAI, prepared: PreparedRun) -> str | N
 
 
 def _find_job(client: openai.OpenAI, prepared: PreparedRun) -> str | None:
+    """A job this run created whose id was never recorded; failed and cancelled ones are left for a new try."""
     for job in client.fine_tuning.jobs.list(metadata={RUN_KEY: prepared.run_key}):
-        if (job.metadata or {}).get(RUN_KEY) == prepared.run_key:
+        if (job.metadata or {}).get(RUN_KEY) == prepared.run_key and job.status not in {"failed", "cancelled"}:
             return job.id
     return None
 
@@ -188,12 +189,15 @@ def follow(client: openai.OpenAI, job_id: str, *, poll_interval_s: float) -> tup
             time.sleep(poll_interval_s)
 
 
-def check_succeeded(job: FineTuningJob) -> None:
+def check_succeeded(job: FineTuningJob, output_dir: Path) -> None:
+    """A failed or cancelled job as one line that says how to start a new one."""
+    if job.status == "succeeded" and job.fine_tuned_model:
+        return
+    retry = f"(remove {output_dir / STATE_FILE} to start a new job)"
     if job.status == "failed":
         reason = f"{job.error.code}: {job.error.message}" if job.error else "no error given"
-        raise FinetuneError(" ".join(f"fine-tuning job {job.id} failed: {reason}".split()))
-    if job.status != "succeeded" or not job.fine_tuned_model:
-        raise FinetuneError(f"fine-tuning job {job.id} ended {job.status} without a fine-tuned model")
+        raise FinetuneError(" ".join(f"fine-tuning job {job.id} failed: {reason} {retry}".split()))
+    raise FinetuneError(f"fine-tuning job {job.id} ended {job.status} without a fine-tuned model {retry}")
 
 
 def write_run_info(prepared: PreparedRun, job: FineTuningJob, train_loss: float | None) -> dict[str, Any]:
