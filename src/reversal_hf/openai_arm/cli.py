@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from reversal_hf.configs import RecipeError
 from reversal_hf.files import FileFormatError
@@ -17,6 +18,9 @@ from reversal_hf.openai_api import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, OpenA
 from reversal_hf.openai_arm import jobs
 from reversal_hf.openai_arm.data import TrainingDataError
 from reversal_hf.openai_arm.recipe import load_runs
+
+if TYPE_CHECKING:
+    import openai
 
 INTERRUPTED = 130
 
@@ -50,7 +54,9 @@ def _confirm(question: str) -> bool:
         return False
 
 
-def _follow_all(client, pending: list[jobs.PreparedRun], job_ids: list[str], poll_interval_s: float) -> int:
+def _follow_all(
+    client: openai.OpenAI, pending: list[jobs.PreparedRun], job_ids: list[str], poll_interval_s: float
+) -> int:
     failures = 0
     for prepared, job_id in zip(pending, job_ids, strict=True):
         try:
@@ -104,3 +110,6 @@ def main(argv: list[str] | None = None) -> int:
     except (RecipeError, TrainingDataError, FileFormatError, OpenAIAPIError, jobs.FinetuneError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before following: what the API already returned is in the run folder's state file
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return INTERRUPTED
