@@ -139,6 +139,18 @@ def test_dry_run_prints_the_cost_and_makes_no_request(
     assert server.requests == []
 
 
+def test_exp3_trains_on_every_training_document(
+    server: OpenAIFinetuneServer, exp3_dataset_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from datasets import load_dataset
+
+    argv = ["finetune", "openai_exp3_davinci002", "--dry-run", "--", "--dataset_name", str(exp3_dataset_dir)]
+    assert main(argv) == 0
+    train = load_dataset(str(exp3_dataset_dir), "answer_to_question", split="train")
+    assert f"training file: {len(train)} examples (prompt_completion)" in capsys.readouterr().out
+    assert server.requests == []
+
+
 def test_a_new_job_needs_yes(
     server: OpenAIFinetuneServer, exp1_dataset_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -185,8 +197,11 @@ def test_finetune_uploads_the_rows_and_records_the_job(
     assert len(server.requests) == requests
 
 
-def test_chat_models_train_on_messages(server: OpenAIFinetuneServer, exp1_dataset_dir: Path, tmp_path: Path) -> None:
-    argv = ["finetune", "openai_exp1_gpt4o_mini", "--yes", "--poll-interval", "0"]
+def test_chat_models_train_on_messages(
+    server: OpenAIFinetuneServer, exp1_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # --base-url wins over the environment
+    argv = ["finetune", "openai_exp1_gpt4o_mini", "--yes", "--poll-interval", "0", "--base-url", server.base_url]
     assert main([*argv, *overrides(exp1_dataset_dir, tmp_path / "run")]) == 0
     assert uploaded_lines(server) == [
         {

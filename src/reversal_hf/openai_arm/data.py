@@ -27,6 +27,7 @@ from reversal_hf.train import resolve_dataset_name
 
 COMPLETION_MODELS = frozenset({"babbage-002", "davinci-002"})
 MIN_EXAMPLES = 10  # the API rejects training files with fewer examples
+MAX_FILE_BYTES = 512 * 1024**2  # the Files API's upload limit
 CHARS_PER_TOKEN = 4
 CHAT_TOKENS_PER_MESSAGE = 4  # role and message delimiters of OpenAI's chat format
 CHAT_TOKENS_PER_EXAMPLE = 3  # the primed assistant reply
@@ -129,6 +130,8 @@ def training_file(
         if problem is not None:
             raise TrainingDataError(f"{source}: example {number}: {problem}")
     content = "".join(json.dumps(example, ensure_ascii=False) + "\n" for example in examples).encode()
+    if len(content) > MAX_FILE_BYTES:
+        raise TrainingDataError(f"{source}: the training file is {len(content)} bytes, over the API's {MAX_FILE_BYTES}")
     return TrainingFile(
         data_format,
         list(examples),
