@@ -3,7 +3,9 @@
 Completion models (`babbage-002`, `davinci-002`) get `{"prompt", "completion"}` straight from the rows. Chat models
 get `{"messages": [user: prompt, assistant: completion]}`; the assistant turn starts a new message, so the paper's
 leading separator space of the completion is dropped. The API trains chat models on assistant turns only, so the chat
-arm is a masked-prompt variant of the paper's setup (the paper's documents were trained whole).
+arm is a masked-prompt variant of the paper's setup (the paper's documents were trained whole). The paper's legacy
+API weighted prompt tokens with `prompt_loss_weight`; today's jobs API has no such setting and does not document how
+it weights the prompt of a completion model's example.
 
 Token counts are estimates: OpenAI's encodings (`cl100k_base`, `o200k_base`) ship through `tiktoken`, which downloads
 them at run time, and nothing here may download. Every token of a byte-level BPE covers at least one UTF-8 byte, so
