@@ -194,6 +194,11 @@ def test_finetune_uploads_the_rows_and_records_the_job(
     requests = len(server.requests)
     assert main([*argv, *overrides(exp1_dataset_dir, run_dir, "--n_epochs", "3", "--seed", "7")]) == 0
     assert "finished, skipped" in capsys.readouterr().out
+    assert main([*argv, *overrides(exp1_dataset_dir, run_dir, "--n_epochs", "3", "--seed", "8")]) == 1
+    assert (
+        capsys.readouterr().err
+        == f"error: {run_dir} holds a finished run of other settings: choose another output_dir\n"
+    )
     assert len(server.requests) == requests
 
 

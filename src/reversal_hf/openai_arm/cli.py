@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         raise RecipeError(f"{args.recipe} is a sweep of {len(runs)} runs: use `reversal-hf openai sweep`")
     pending = []
     for run in runs:
-        if jobs.is_finished(run.output_dir):
+        if jobs.is_finished(run):
             print(f"{run.recipe}: {run.output_dir} finished, skipped")
             continue
         pending.append(jobs.prepare(run))

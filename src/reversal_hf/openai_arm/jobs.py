@@ -101,8 +101,14 @@ def prepare(run: OpenAIRun) -> PreparedRun:
     return PreparedRun(run, build_training_file(run.args))
 
 
-def is_finished(output_dir: Path) -> bool:
-    return (output_dir / RUN_INFO).is_file()
+def is_finished(run: OpenAIRun) -> bool:
+    """Whether the run folder holds this run's `run_info.json`; one of other settings is an error, not a skip."""
+    path = run.output_dir / RUN_INFO
+    if not path.is_file():
+        return False
+    if files.read_json(path).get("resolved_config") != run.resolved_config():
+        raise FinetuneError(f"{run.output_dir} holds a finished run of other settings: choose another output_dir")
+    return True
 
 
 def read_state(output_dir: Path) -> dict[str, Any]:
