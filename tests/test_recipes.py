@@ -15,7 +15,8 @@ from reversal_hf import launch, sweep
 from reversal_hf.configs import ACCELERATE_CONFIGS_DIR, RECIPES_DIR, list_recipes, load_recipe
 from reversal_hf.paths import REPO_ROOT
 
-RECIPES = list_recipes()
+# TRL recipes; `openai_*` recipes are the OpenAI arm's (reversal_hf.openai_arm.recipe, tests/test_openai_finetune.py).
+RECIPES = [name for name in list_recipes() if not name.startswith("openai_")]
 
 
 def _is_sweep(name: str) -> bool:

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("reversal_hf.launch", "Launch a recipe through accelerate (or print the command with --dry-run)."),
     "sweep": ("reversal_hf.sweep", "Run (or list) every grid point and seed of a sweep recipe."),
     "push-model": ("reversal_hf.model_card", "Push a finished run folder with its model card and eval results."),
+    "openai": ("reversal_hf.openai_arm.cli", "Finetune OpenAI models: openai {finetune,sweep} <recipe>."),
     "eval": ("reversal_hf.evaluation", "Evaluate a run folder or model: eval {exp1,exp2,exp3} ..."),
     "report": ("reversal_hf.report", "Write the Markdown report and figures for run folders."),
     "reproduce": ("reversal_hf.reproduce", "The main job: build, train, evaluate and report Experiment 1."),

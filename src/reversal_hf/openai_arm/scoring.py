@@ -1,0 +1,103 @@
+"""Scoring Experiment 1 and 3 prompts on an OpenAI (or compatible) model, for the evaluators' `--backend openai`.
+
+Greedy generations are temperature-0 completions (the paper's evaluation). A completion's log-prob comes from the
+completions endpoint with `echo=True, logprobs=0`: the endpoint returns the prompt's own tokens with their log-probs
+and character offsets, and the completion's log-prob is the sum over the tokens from the prompt's end. Chat models
+have no echo, so they give generations only. Every answer is cached (`openai_api.ResponseCache`), so an interrupted
+evaluation resumes without paying twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from reversal_hf.openai_api import OpenAIAPIError, ResponseCache, chat_choices, one_line_errors, run_concurrently
+
+if TYPE_CHECKING:
+    import openai
+
+DEFAULT_CONCURRENCY = 8
+
+
+def greedy_generations(
+    client: openai.OpenAI,
+    cache: ResponseCache,
+    model: str,
+    prompts: Sequence[str],
+    *,
+    max_tokens: int,
+    chat: bool = False,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> list[str]:
+    """Each prompt's temperature-0 continuation: `/completions`, or the assistant's reply to it as the user turn."""
+
+    def generate(prompt: str) -> str:
+        if chat:
+            messages = [{"role": "user", "content": prompt}]
+            return chat_choices(client, cache, model=model, messages=messages, max_tokens=max_tokens, temperature=0)[0]
+        request = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
+        text = cache.get(request)
+        if text is None:
+            with one_line_errors(client):
+                text = client.completions.create(**request).choices[0].text
+            cache.put(request, text)
+        return text
+
+    return run_concurrently(generate, list(prompts), concurrency=concurrency, description=f"{model} generations")
+
+
+def completion_logprob(client: openai.OpenAI, cache: ResponseCache, model: str, prompt: str, completion: str) -> float:
+    """log P(completion | prompt): the summed log-probs of the echoed tokens that start at or after the prompt's end.
+
+    A token that spans the boundary (the prompt's last characters merged with the completion's first) cannot be
+    split, and is an error rather than a silently shifted score; our completions start with a space, where OpenAI's
+    encodings start a new token.
+    """
+    request = {
+        "model": model,
+        "prompt": prompt + completion,
+        "max_tokens": 1,
+        "temperature": 0,
+        "echo": True,
+        "logprobs": 0,
+    }
+    logprobs = cache.get(request)
+    if logprobs is None:
+        with one_line_errors(client):
+            choice = client.completions.create(**request).choices[0]
+        if choice.logprobs is None or choice.logprobs.text_offset is None or choice.logprobs.token_logprobs is None:
+            raise OpenAIAPIError(f"{client.base_url} returned no echoed log-probs for model {model!r}")
+        logprobs = {"text_offset": choice.logprobs.text_offset, "token_logprobs": choice.logprobs.token_logprobs}
+        cache.put(request, logprobs)
+    start, end = len(prompt), len(prompt) + len(completion)
+    offsets = logprobs["text_offset"]
+    if any(offset < start < next_offset for offset, next_offset in itertools.pairwise(offsets)):
+        raise OpenAIAPIError(
+            f"{model}: a token spans the end of the prompt {prompt[-20:]!r}; its log-prob cannot be split"
+        )
+    return sum(
+        logprob
+        for offset, logprob in zip(offsets, logprobs["token_logprobs"], strict=True)
+        if start <= offset < end and logprob is not None
+    )
+
+
+def completion_logprobs(
+    client: openai.OpenAI,
+    cache: ResponseCache,
+    model: str,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> list[float]:
+    """`completion_logprob` for each (prompt, completion) pair, `concurrency` requests at a time."""
+    pairs = list(zip(prompts, completions, strict=True))
+    return run_concurrently(
+        lambda pair: completion_logprob(client, cache, model, *pair),
+        pairs,
+        concurrency=concurrency,
+        description=f"{model} log-probs",
+    )
