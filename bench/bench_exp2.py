@@ -20,8 +20,8 @@ from typing import Any
 import _common
 
 from reversal_hf import paths
-from reversal_hf.evaluation.common import completion_logprobs
 from reversal_hf.evaluation.exp2 import completion_requests, load_pairs
+from reversal_hf.evaluation.scoring import completion_logprobs
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
