@@ -42,9 +42,11 @@ def forward_shapes(model) -> Iterator[list[tuple[int, int]]]:
 @pytest.mark.parametrize("batch_size", [1, 2, 16])
 def test_cached_logprobs_equal_plain_and_skip_the_prefix(tiny, batch_size: int):
     model, tokenizer = tiny
-    plain = scoring.completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, batch_size, prefix_cache=False)
+    plain = scoring.completion_logprobs(
+        model, tokenizer, PROMPTS, COMPLETIONS, batch_size=batch_size, prefix_cache=False
+    )
     with forward_shapes(model) as shapes:
-        cached = scoring.completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, batch_size)
+        cached = scoring.completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, batch_size=batch_size)
     assert cached == pytest.approx(plain, abs=1e-4)
 
     (prefix_rows, prefix_length), *batches = shapes
@@ -53,7 +55,7 @@ def test_cached_logprobs_equal_plain_and_skip_the_prefix(tiny, batch_size: int):
     assert [rows for rows, _ in batches] == [min(batch_size, 5 - start) for start in range(0, 5, batch_size)]
     assert max(width for _, width in batches) == max(lengths) - prefix_length
     # The stored prefix is not changed by the batches that used it: a second run gives the same scores.
-    assert scoring.completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, batch_size) == cached
+    assert scoring.completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, batch_size=batch_size) == cached
 
 
 def test_losses_use_the_cache_too(tiny):
@@ -82,9 +84,9 @@ def test_prompt_tuning_model_runs_the_whole_sequences(tiny_model_dir: Path):
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     model = get_peft_model(base, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    plain = scoring.completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, 2, prefix_cache=False)
+    plain = scoring.completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, batch_size=2, prefix_cache=False)
     with forward_shapes(model) as shapes:
-        cached = scoring.completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, 2)
+        cached = scoring.completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, batch_size=2)
     assert cached == pytest.approx(plain, abs=1e-5)
     assert [rows for rows, _ in shapes] == [2, 2, 1], "the batches only, no prefix pass"
 
@@ -103,5 +105,5 @@ def test_exp2_hf_backend_matches_plain_scoring(tiny, tiny_model_dir: Path):
     for role, column in (("parent", "parent_query"), ("child", "child_query")):
         prompts = [completion_prompt(question) for question in pairs[column]]
         completions = [f" {name}" for name in pairs[role]]
-        plain = scoring.completion_logprobs(model, tokenizer, prompts, completions, 1, prefix_cache=False)
+        plain = scoring.completion_logprobs(model, tokenizer, prompts, completions, batch_size=1, prefix_cache=False)
         assert scores[f"{role}_score"].tolist() == pytest.approx(plain, abs=1e-4)

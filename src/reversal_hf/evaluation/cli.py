@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from transformers import HfArgumentParser
 
 from reversal_hf import run_folder
+from reversal_hf.data.cli import run_command
 from reversal_hf.evaluation.errors import EvaluationError
 from reversal_hf.evaluation.exp1 import Exp1Arguments, evaluate_exp1
 from reversal_hf.evaluation.exp2 import Exp2Arguments, evaluate_exp2
@@ -47,17 +47,6 @@ def exp2_summary(metrics: dict[str, Any], output: Path) -> str:
     )
 
 
-def run_and_summarize(evaluate: Callable[[], dict[str, Any]], summarize: Callable[[dict[str, Any]], str]) -> int:
-    """A one-line error, or the summary of the results and where they went."""
-    try:
-        result = evaluate()
-    except INPUT_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(summarize(result))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command list; each command parses its own arguments (`reversal-hf eval <command> --help`)."""
     parser = argparse.ArgumentParser(prog="reversal-hf eval", description=__doc__.splitlines()[0])
@@ -81,15 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = command_parser(command)
     try:
         parsed, *rest = parser.parse_args_into_dataclasses(args[1:])
-    except EvaluationError as error:
+    except ValueError as error:  # a field's own check (EvaluationError), or arguments no field takes
         parser.error(str(error))
     if command == "run":
         run_dir = rest[0].run_dir
-        return run_and_summarize(
-            lambda: evaluate_run(run_dir, parsed), lambda r: exact_match_summary(r, run_folder.eval_dir(run_dir))
+        return run_command(
+            lambda: evaluate_run(run_dir, parsed),
+            INPUT_ERRORS,
+            lambda r: exact_match_summary(r, run_folder.eval_dir(run_dir)),
         )
     if command == "exp2":
-        return run_and_summarize(lambda: evaluate_exp2(parsed), lambda r: exp2_summary(r, parsed.output))
+        return run_command(lambda: evaluate_exp2(parsed), INPUT_ERRORS, lambda r: exp2_summary(r, parsed.output))
     evaluate = evaluate_exp1 if command == "exp1" else evaluate_exp3
     written = run_folder.metrics_path(parsed.output, command)
-    return run_and_summarize(lambda: evaluate(parsed), lambda r: exact_match_summary(r, written))
+    return run_command(lambda: evaluate(parsed), INPUT_ERRORS, lambda r: exact_match_summary(r, written))

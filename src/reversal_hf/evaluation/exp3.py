@@ -34,7 +34,7 @@ class Exp3Arguments(EvaluatorArguments):
         metadata={
             "choices": CONFIGS,
             "action": "extend",
-            "help": "config(s) to evaluate (default: the run's, else both)",
+            "help": "config(s) to evaluate; none given: the run's, else both",
         },
     )
 

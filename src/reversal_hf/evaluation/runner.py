@@ -53,7 +53,7 @@ class BatchedRunner:
         pairs = list(zip(prompts, completions, strict=True))
         unique = list(dict.fromkeys(pairs))
         values = completion_logprobs(
-            self.model, self.tokenizer, [p for p, _ in unique], [c for _, c in unique], self.batch_size
+            self.model, self.tokenizer, [p for p, _ in unique], [c for _, c in unique], batch_size=self.batch_size
         )
         by_pair = dict(zip(unique, values, strict=True))
         return [by_pair[pair] for pair in pairs]

@@ -110,14 +110,8 @@ def score_completions(
 
 
 def completion_logprobs(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    completions: Sequence[str],
-    batch_size: int = 32,
-    description: str = "log-probs",
-    prefix_cache: bool = True,
+    model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], **options: Any
 ) -> list[float]:
-    """Summed log-probability of each completion's tokens given its prompt (see `score_completions`)."""
-    scores = score_completions(model, tokenizer, prompts, completions, batch_size, description, prefix_cache)
-    return [total for total, _ in scores]
+    """Summed log-probability of each completion's tokens given its prompt: `score_completions` (same `options`:
+    batch_size, description, prefix_cache) without the token counts."""
+    return [total for total, _ in score_completions(model, tokenizer, prompts, completions, **options)]
