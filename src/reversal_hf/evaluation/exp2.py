@@ -42,7 +42,6 @@ from reversal_hf.models import resolve_model
 
 PAIR_COLUMNS = ("child", "parent", "parent_type", "child_prediction", "can_reverse", "parent_query", "child_query")
 PROBABILITY_THRESHOLD = 0.1
-BACKENDS = ("openai", "hf")
 # The answer each question of the `hf` back-end is scored on: (answer column, question column).
 HF_ROLES = (("parent", "parent_query"), ("child", "child_query"))
 POSITIVE_FIELDS = ("samples", "max_tokens", "concurrency", "max_attempts", "batch_size", "max_pairs")
