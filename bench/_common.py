@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 import torch
 
-from reversal_hf.evaluation.common import EvaluationError, load_model_and_tokenizer
+from reversal_hf.evaluation.errors import EvaluationError
+from reversal_hf.evaluation.loading import load_model_and_tokenizer
 from reversal_hf.models import ModelPrepareError, resolve_model
 
 T = TypeVar("T")

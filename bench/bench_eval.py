@@ -22,13 +22,10 @@ from typing import Any
 import _common
 
 from reversal_hf import paths
-from reversal_hf.evaluation.common import (
-    BatchedRunner,
-    completion_logprobs,
-    completion_losses,
-    greedy_generate,
-)
 from reversal_hf.evaluation.exp1 import Exp1Data, evaluate_splits
+from reversal_hf.evaluation.generation import greedy_generate
+from reversal_hf.evaluation.runner import BatchedRunner
+from reversal_hf.evaluation.scoring import completion_logprobs, score_completions
 
 
 @dataclass
@@ -51,10 +48,11 @@ class PerExampleRunner:
         ]
 
     def losses(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        return [
-            completion_losses(self.model, self.tokenizer, [p], [c], batch_size=1, description="")[0]
+        scores = [
+            score_completions(self.model, self.tokenizer, [p], [c], batch_size=1, description="")[0]
             for p, c in zip(prompts, completions, strict=True)
         ]
+        return [-total / count for total, count in scores]
 
     def token_count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -20,15 +20,15 @@ from typing import Any
 import _common
 
 from reversal_hf import paths
-from reversal_hf.evaluation.common import completion_logprobs
 from reversal_hf.evaluation.exp2 import completion_requests, load_pairs
+from reversal_hf.evaluation.scoring import completion_logprobs
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     model_path, model, tokenizer = _common.load_model(args)
     prompts, completions = completion_requests(load_pairs(str(args.dataset), args.revision, args.max_pairs))
     completion_logprobs(model, tokenizer, prompts[:2], completions[:2], description="warm-up")
-    score = functools.partial(completion_logprobs, model, tokenizer, prompts, completions, args.batch_size)
+    score = functools.partial(completion_logprobs, model, tokenizer, prompts, completions, batch_size=args.batch_size)
     timings, logprobs = {}, {}
     for name, prefix_cache in (("plain", False), ("cached", True)):
         logprobs[name], timings[name] = _common.timed(functools.partial(score, name, prefix_cache=prefix_cache))

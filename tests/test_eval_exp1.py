@@ -14,7 +14,9 @@ import torch
 
 from reversal_hf import evaluation
 from reversal_hf.evaluation import exp1
-from reversal_hf.evaluation.common import completion_logprobs, greedy_generate, load_model_and_tokenizer
+from reversal_hf.evaluation.generation import greedy_generate
+from reversal_hf.evaluation.loading import load_model_and_tokenizer
+from reversal_hf.evaluation.scoring import completion_logprobs
 
 CONTRACT_EXACT_MATCH = set(exp1.EXACT_MATCH_SPLITS)
 CONTRACT_LIKELIHOOD = {"p2d/reverse_test", "d2p/reverse_test", "p2d/reverse_test_randomized_paper"}

@@ -10,8 +10,11 @@ import pandas as pd
 import pytest
 from serve_utils import free_port, serve_model, with_chat_template
 
+from reversal_hf import evaluation
 from reversal_hf.data.prompts import chat_messages, child_query, completion_prompt
-from reversal_hf.evaluation import common, exp2
+from reversal_hf.evaluation import exp2
+from reversal_hf.evaluation.loading import load_model_and_tokenizer
+from reversal_hf.evaluation.scoring import completion_logprobs
 from reversal_hf.openai_api import ResponseCache
 
 N_PAIRS = 5
@@ -20,8 +23,9 @@ SAMPLES = 2
 
 @pytest.fixture(scope="module")
 def exp2_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Five real pairs of the paper, in `reversal-exp2` layout."""
     from reversal_hf.data import exp2 as build_exp2
+
+    """Five real pairs of the paper, in `reversal-exp2` layout."""
 
     output = tmp_path_factory.mktemp("datasets") / "reversal-exp2"
     argv = ["--source", "generate", "--num-pairs", str(N_PAIRS), "--configs", "pairs", "--output", str(output)]
@@ -70,7 +74,7 @@ def test_openai_backend_against_transformers_serve_resumes_from_cache(served, ex
     sampling = json.dumps({"generation_config": json.dumps({"do_sample": True})})
     argv = _openai_argv(exp2_dataset, tmp_path, served.model, served.base_url, "--extra-body", sampling)
     before = served.chat_requests()
-    assert exp2.main(argv) == 0
+    assert evaluation.main(["exp2", *argv]) == 0
     # `transformers serve` ignores `n`, so every sample is its own request: pairs x 2 directions x samples.
     first_run_requests = served.chat_requests() - before
     assert first_run_requests == N_PAIRS * 2 * SAMPLES
@@ -92,7 +96,7 @@ def test_openai_backend_against_transformers_serve_resumes_from_cache(served, ex
     cache = tmp_path / "eval" / f"exp2_{slug}_cache.jsonl"
     assert len(cache.read_text().splitlines()) == first_run_requests
     before = served.chat_requests()
-    assert exp2.main(argv) == 0
+    assert evaluation.main(["exp2", *argv]) == 0
     assert served.chat_requests() == before, "a rerun with a full cache must not call the endpoint"
     assert _read_outputs(tmp_path, slug)[1] == metrics
 
@@ -100,7 +104,7 @@ def test_openai_backend_against_transformers_serve_resumes_from_cache(served, ex
     lines = cache.read_text().splitlines(keepends=True)
     cache.write_text("".join(lines[:7]))
     before = served.chat_requests()
-    assert exp2.main(argv) == 0
+    assert evaluation.main(["exp2", *argv]) == 0
     assert served.chat_requests() - before == first_run_requests - 7
 
 
@@ -116,7 +120,7 @@ def test_scores_come_from_the_answers(exp2_dataset: Path, pairs: pd.DataFrame, t
             cache.put({**request, "n": SAMPLES}, answers)
     closed = f"http://127.0.0.1:{free_port()}/v1"
     argv = _openai_argv(exp2_dataset, tmp_path, "gpt-x", closed, "--cache", str(tmp_path / "cache.jsonl"))
-    assert exp2.main(argv) == 0
+    assert evaluation.main(["exp2", *argv]) == 0
 
     table, metrics = _read_outputs(tmp_path, "gpt-x")
     assert table["gpt-x_can_find_parent"].tolist() == [0.5] + [1.0] * (N_PAIRS - 1)
@@ -130,7 +134,7 @@ def test_scores_come_from_the_answers(exp2_dataset: Path, pairs: pd.DataFrame, t
 def test_refused_endpoint_is_one_line_error_after_retries(exp2_dataset: Path, tmp_path: Path, capsys):
     port = free_port()
     argv = _openai_argv(exp2_dataset, tmp_path, "gpt-x", f"http://127.0.0.1:{port}/v1")
-    assert exp2.main([*argv, "--max-retries", "1"]) == 1
+    assert evaluation.main(["exp2", *argv, "--max-retries", "1"]) == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: ") and "\n" not in error
     assert f"127.0.0.1:{port}" in error and "2 attempts" in error
@@ -142,7 +146,7 @@ def test_malformed_cache_is_one_line_error(exp2_dataset: Path, tmp_path: Path, c
     cache = tmp_path / "cache.jsonl"
     cache.write_text('{"key": "abc", "response": ["x"]}\nnot json\n')
     argv = _openai_argv(exp2_dataset, tmp_path / "out", "gpt-x", "http://127.0.0.1:9/v1", "--cache", str(cache))
-    assert exp2.main(argv) == 1
+    assert evaluation.main(["exp2", *argv]) == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: ") and "\n" not in error
     assert str(cache) in error and "line 2" in error
@@ -151,7 +155,7 @@ def test_malformed_cache_is_one_line_error(exp2_dataset: Path, tmp_path: Path, c
 
 def test_hf_backend_log_probs_of_the_paper_prompt(tiny_chat_model: Path, exp2_dataset: Path, tmp_path: Path):
     argv = ["--backend", "hf", "--model", str(tiny_chat_model), "--dataset", str(exp2_dataset), "--max-pairs", "3"]
-    assert exp2.main([*argv, "--batch-size", "2", "--output", str(tmp_path)]) == 0
+    assert evaluation.main(["exp2", *argv, "--batch-size", "2", "--output", str(tmp_path)]) == 0
 
     table, metrics = _read_outputs(tmp_path, "tiny-chat")
     assert list(table.columns)[4:] == ["tiny-chat_parent_logprob", "tiny-chat_child_logprob"]
@@ -159,15 +163,15 @@ def test_hf_backend_log_probs_of_the_paper_prompt(tiny_chat_model: Path, exp2_da
     expected = table["tiny-chat_child_logprob"].map(math.exp).mean()
     assert metrics["backend"] == "hf" and metrics["child_accuracy"] == pytest.approx(expected)
 
-    model, tokenizer = common.load_model_and_tokenizer(str(tiny_chat_model))
+    model, tokenizer = load_model_and_tokenizer(str(tiny_chat_model))
     row = table.iloc[1]
     prompt = completion_prompt(child_query(row["parent"]))
-    direct = common.completion_logprobs(model, tokenizer, [prompt], [f" {row['child']}"], batch_size=1)
+    direct = completion_logprobs(model, tokenizer, [prompt], [f" {row['child']}"], batch_size=1)
     assert row["tiny-chat_child_logprob"] == pytest.approx(direct[0], abs=1e-4)
 
 
 def test_bad_dataset_is_one_line_error(tmp_path: Path, capsys):
     argv = ["--backend", "hf", "--model", "x", "--dataset", str(tmp_path / "missing"), "--output", str(tmp_path)]
-    assert exp2.main(argv) == 1
+    assert evaluation.main(["exp2", *argv]) == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: ") and "missing" in error and "\n" not in error

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from reversal_hf import evaluation
-from reversal_hf.evaluation.common import EvaluationError
+from reversal_hf.evaluation.errors import EvaluationError
 from reversal_hf.evaluation.exp3 import CONFIGS, configs_to_evaluate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

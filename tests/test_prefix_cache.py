@@ -3,7 +3,6 @@ full-sequence forward pass gives."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +11,9 @@ import pandas as pd
 import pytest
 
 from reversal_hf.data.prompts import child_query, completion_prompt, parent_query
-from reversal_hf.evaluation import common, exp2
+from reversal_hf.evaluation import exp2, scoring
+from reversal_hf.evaluation.loading import load_model_and_tokenizer
+from reversal_hf.evaluation.runner import BatchedRunner
 
 PAIRS = [("Tom Cruise", "Mary Lee Pfeiffer"), ("Elon Musk", "Maye Musk"), ("Bo", "Alexander Graham Bell Junior")]
 # Two identical prompts whose completions share their first word: the common token prefix runs into the completion.
@@ -22,7 +23,7 @@ COMPLETIONS = [f" {parent}" for _, parent in PAIRS] + [" Mary Lee", " Mary Ann E
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir: Path):
-    return common.load_model_and_tokenizer(str(tiny_model_dir), device="cpu")
+    return load_model_and_tokenizer(str(tiny_model_dir), device="cpu")
 
 
 @contextmanager
@@ -41,26 +42,28 @@ def forward_shapes(model) -> Iterator[list[tuple[int, int]]]:
 @pytest.mark.parametrize("batch_size", [1, 2, 16])
 def test_cached_logprobs_equal_plain_and_skip_the_prefix(tiny, batch_size: int):
     model, tokenizer = tiny
-    plain = common.completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, batch_size, prefix_cache=False)
+    plain = scoring.completion_logprobs(
+        model, tokenizer, PROMPTS, COMPLETIONS, batch_size=batch_size, prefix_cache=False
+    )
     with forward_shapes(model) as shapes:
-        cached = common.completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, batch_size)
+        cached = scoring.completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, batch_size=batch_size)
     assert cached == pytest.approx(plain, abs=1e-4)
 
     (prefix_rows, prefix_length), *batches = shapes
     lengths = [len(tokenizer(p + c)["input_ids"]) for p, c in zip(PROMPTS, COMPLETIONS, strict=True)]
-    assert prefix_rows == 1 and prefix_length >= common.PREFIX_CACHE_MIN_TOKENS
+    assert prefix_rows == 1 and prefix_length >= scoring.PREFIX_CACHE_MIN_TOKENS
     assert [rows for rows, _ in batches] == [min(batch_size, 5 - start) for start in range(0, 5, batch_size)]
     assert max(width for _, width in batches) == max(lengths) - prefix_length
     # The stored prefix is not changed by the batches that used it: a second run gives the same scores.
-    assert common.completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, batch_size) == cached
+    assert scoring.completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, batch_size=batch_size) == cached
 
 
 def test_losses_use_the_cache_too(tiny):
     model, tokenizer = tiny
-    plain = common.score_completions(model, tokenizer, PROMPTS, COMPLETIONS, 2, prefix_cache=False)
-    cached = common.score_completions(model, tokenizer, PROMPTS, COMPLETIONS, 2)
+    plain = scoring.score_completions(model, tokenizer, PROMPTS, COMPLETIONS, 2, prefix_cache=False)
+    cached = scoring.score_completions(model, tokenizer, PROMPTS, COMPLETIONS, 2)
     assert [count for _, count in cached] == [count for _, count in plain]
-    assert common.completion_losses(model, tokenizer, PROMPTS, COMPLETIONS, 2) == pytest.approx(
+    assert BatchedRunner(model, tokenizer, 2).losses(PROMPTS, COMPLETIONS) == pytest.approx(
         [-total / count for total, count in plain], abs=1e-5
     )
 
@@ -69,7 +72,7 @@ def test_short_shared_prefix_runs_the_whole_sequences(tiny):
     model, tokenizer = tiny
     prompts, completions = ["Tom Cruise's mother is", "Daphne Barrington is the mother of"], [" Mary", " Tom"]
     with forward_shapes(model) as shapes:
-        common.completion_logprobs(model, tokenizer, prompts, completions, batch_size=2)
+        scoring.completion_logprobs(model, tokenizer, prompts, completions, batch_size=2)
     lengths = [len(tokenizer(p + c)["input_ids"]) for p, c in zip(prompts, completions, strict=True)]
     assert shapes == [(2, max(lengths))]
 
@@ -81,9 +84,9 @@ def test_prompt_tuning_model_runs_the_whole_sequences(tiny_model_dir: Path):
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     model = get_peft_model(base, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    plain = common.completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, 2, prefix_cache=False)
+    plain = scoring.completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, batch_size=2, prefix_cache=False)
     with forward_shapes(model) as shapes:
-        cached = common.completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, 2)
+        cached = scoring.completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, batch_size=2)
     assert cached == pytest.approx(plain, abs=1e-5)
     assert [rows for rows, _ in shapes] == [2, 2, 1], "the batches only, no prefix pass"
 
@@ -98,9 +101,9 @@ def test_exp2_hf_backend_matches_plain_scoring(tiny, tiny_model_dir: Path):
             "child_query": [child_query(parent) for _, parent in PAIRS],
         }
     )
-    scores = exp2.evaluate_hf(pairs, argparse.Namespace(model=str(tiny_model_dir), batch_size=2))
+    scores = exp2.evaluate_hf(pairs, str(tiny_model_dir), batch_size=2)
     for role, column in (("parent", "parent_query"), ("child", "child_query")):
         prompts = [completion_prompt(question) for question in pairs[column]]
         completions = [f" {name}" for name in pairs[role]]
-        plain = common.completion_logprobs(model, tokenizer, prompts, completions, 1, prefix_cache=False)
+        plain = scoring.completion_logprobs(model, tokenizer, prompts, completions, batch_size=1, prefix_cache=False)
         assert scores[f"{role}_score"].tolist() == pytest.approx(plain, abs=1e-4)

@@ -275,7 +275,7 @@ def test_summary_table(runs: dict[str, list[Path]]) -> None:
     [
         (lambda d: (d / "run_info.json").unlink(), "no run_info.json"),
         (lambda d: (d / "eval" / "exp1_metrics.json").unlink(), "no eval/<experiment>_metrics.json"),
-        (lambda d: (d / "eval" / "exp1_metrics.json").write_text("{not json"), "unreadable JSON"),
+        (lambda d: (d / "eval" / "exp1_metrics.json").write_text("{not json"), "not valid JSON"),
         (
             lambda d: (d / "eval" / "exp1_metrics.json").write_text('{"experiment": "exp1"}'),
             "missing field 'exact_match'",

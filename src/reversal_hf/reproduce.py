@@ -9,7 +9,6 @@ With `--full` it also runs Experiment 2 (likelihood of parent vs child) and Expe
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -17,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reversal_hf import launch
+from reversal_hf import files, launch, run_folder
 from reversal_hf.configs import RecipeError
 from reversal_hf.data import exp1 as exp1_data
 from reversal_hf.data import exp2 as exp2_data
 from reversal_hf.data import exp3 as exp3_data
 from reversal_hf.data.hub_layout import DatasetBuildError
-from reversal_hf.evaluation import evaluate_run
-from reversal_hf.evaluation import exp2 as exp2_eval
-from reversal_hf.evaluation.common import EvaluationError, read_run_info
+from reversal_hf.evaluation.errors import EvaluationError
+from reversal_hf.evaluation.exp2 import Exp2Arguments, evaluate_exp2
+from reversal_hf.evaluation.run import RunArguments, evaluate_run
 from reversal_hf.models import ModelPrepareError, prepare_model
 from reversal_hf.paths import DATASETS_DIR
 from reversal_hf.report import summary_table, write_report
@@ -56,34 +55,37 @@ class Plan:
 def ensure_dataset(name: str, builder: Any) -> Path:
     """The paper-reference build of a dataset, built once into build/datasets/."""
     folder = DATASETS_DIR / name
-    if not (folder / "build_info.json").exists() and builder.main(["--source", "paper", "--output", str(folder)]):
+    if not (folder / run_folder.BUILD_INFO).exists() and builder.main(["--source", "paper", "--output", str(folder)]):
         raise ReproduceError(f"building {folder} failed (see the error above)")
     return folder
 
 
 def train_once(recipe: str, run_dir: Path, seed: int, quick: bool, extra: list[str]) -> Path:
     """Train one seed through `reversal-hf train`, unless a finished run is already there."""
-    if read_run_info(run_dir) is not None and any(run_dir.glob("*.safetensors")):
+    if run_folder.is_finished(run_dir) and any(run_dir.glob("*.safetensors")):
         print(f"[reproduce] {run_dir} already trained: kept")
         return run_dir
     overrides = ["--seed", str(seed), "--output_dir", str(run_dir), *extra, *(QUICK_TRAIN_OVERRIDES if quick else [])]
-    shutil.rmtree(run_dir / "eval", ignore_errors=True)  # results of any earlier model in this folder are stale
+    # Results of any earlier model in this folder are stale.
+    shutil.rmtree(run_folder.eval_dir(run_dir), ignore_errors=True)
     print(f"[reproduce] training {recipe} seed {seed} -> {run_dir}", flush=True)
-    if launch.main([recipe, "--", *overrides]) != 0 or read_run_info(run_dir) is None:
+    if launch.main([recipe, "--", *overrides]) != 0 or not run_folder.is_finished(run_dir):
         raise ReproduceError(f"training {recipe} (seed {seed}) failed; its output is in {run_dir}")
     return run_dir
 
 
 def evaluate_once(run_dir: Path, quick: bool) -> dict[str, Any]:
     """Evaluate a run (once) and check that evaluation used the very data the run was trained on."""
-    info = read_run_info(run_dir) or {}
-    done = run_dir / "eval" / f"{info.get('experiment')}_metrics.json"
-    if done.exists():
-        print(f"[reproduce] {done} already written: kept")
-        metrics = json.loads(done.read_text())
+    info = run_folder.read_run_info(run_dir) or {}
+    experiment = info.get("experiment")
+    metrics = run_folder.read_metrics(run_dir, experiment)
+    if metrics is not None:
+        print(f"[reproduce] {run_folder.metrics_path(run_dir, experiment)} already written: kept")
     else:
         print(f"[reproduce] evaluating {run_dir}", flush=True)
-        metrics = evaluate_run(run_dir, max_examples_per_split=QUICK_EXAMPLES_PER_SPLIT if quick else None)
+        metrics = evaluate_run(
+            run_dir, RunArguments(max_examples_per_split=QUICK_EXAMPLES_PER_SPLIT if quick else None)
+        )
     trained = info.get("dataset", {})
     evaluated = metrics.get("dataset", {})
     for key in ("revision", "content_hash"):
@@ -98,18 +100,22 @@ def run_exp2(plan: Plan, model_path: str) -> Path:
     """Experiment 2 on a local model: log-prob of the parent and of the child from the paper's few-shot prompt."""
     folder = plan.output / "exp2"
     dataset = ensure_dataset("reversal-exp2", exp2_data)
-    argv = ["--backend", "hf", "--model", model_path, "--dataset", str(dataset), "--output", str(folder)]
-    if plan.quick:
-        argv += ["--max-pairs", str(QUICK_EXAMPLES_PER_SPLIT)]
     print(f"[reproduce] Experiment 2 on {plan.model} -> {folder}", flush=True)
-    if exp2_eval.main(argv) != 0:
-        raise ReproduceError("Experiment 2 evaluation failed (see the error above)")
+    evaluate_exp2(
+        Exp2Arguments(
+            backend="hf",
+            model=model_path,
+            dataset=str(dataset),
+            output=folder,
+            max_pairs=QUICK_EXAMPLES_PER_SPLIT if plan.quick else None,
+        )
+    )
     return folder
 
 
 def aggregate_metrics(report_json: Path, run_dirs: list[Path], seconds: float) -> dict[str, Any]:
     """`metrics.json`: the report's numbers per subset and direction, and the run folders they come from."""
-    report = json.loads(report_json.read_text())
+    report = files.read_json(report_json)
     return {
         "exp1_exact_match": report["exp1_table1"],
         "exp1_likelihood": report["exp1_likelihood"],
@@ -144,7 +150,7 @@ def reproduce(plan: Plan) -> Path:
         run_dirs.append(run_exp2(plan, model_path))
     report = write_report(run_dirs, plan.output, title=f"The Reversal Curse, reproduced with {plan.model}")
     metrics = aggregate_metrics(plan.output / "report.json", run_dirs, time.perf_counter() - started)
-    (plan.output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    files.write_json(plan.output / "metrics.json", metrics)
     print("\n" + summary_table(run_dirs))
     print(f"\n[reproduce] wrote {report} and {plan.output / 'metrics.json'} in {metrics['wall_time_s']:.0f} s")
     return report
@@ -183,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         RecipeError,
         DatasetBuildError,
         EvaluationError,
+        files.FileFormatError,
         ModelPrepareError,
         ReportInputError,
     ) as error:

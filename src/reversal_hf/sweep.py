@@ -18,7 +18,7 @@ from typing import Any
 from reversal_hf import launch
 from reversal_hf.configs import Recipe, RecipeError
 from reversal_hf.paths import REPO_ROOT
-from reversal_hf.train import RUN_INFO
+from reversal_hf.run_folder import is_finished
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class SweepRun:
 
     @property
     def finished(self) -> bool:
-        return (REPO_ROOT / self.output_dir / RUN_INFO).is_file()
+        return is_finished(REPO_ROOT / self.output_dir)
 
     def overrides(self) -> list[str]:
         values = [arg for name, value in self.point.items() for arg in (f"--{name}", str(value))]

@@ -8,7 +8,6 @@ A restarted run resumes from its last complete checkpoint and ends with the same
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
 import shutil
@@ -18,24 +17,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reversal_hf import paths
+from reversal_hf import paths, run_folder
 from reversal_hf.configs import Recipe, RecipeError, gradient_accumulation_steps, load_recipe
 
 logger = logging.getLogger(__name__)
 
-RUN_INFO = "run_info.json"
 KEPT_COLUMNS = ["prompt", "completion"]
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
 class TrainError(RuntimeError):
     """The run cannot start: its model is not prepared, or its data selection is empty."""
-
-
-def resolve_dataset_name(dataset_name: str) -> str:
-    """A local dataset folder (relative names are relative to the repository root), else the Hub id unchanged."""
-    folder = paths.REPO_ROOT / dataset_name
-    return str(folder) if folder.is_dir() else dataset_name
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -47,8 +39,7 @@ def resolve_model_path(name_or_path: str) -> str:
         if not (folder / "config.json").is_file():
             raise TrainError(f"model {name_or_path!r} not prepared: run `reversal-hf models prepare {name_or_path}`")
         return str(folder)
-    folder = paths.REPO_ROOT / name_or_path
-    return str(folder) if folder.is_dir() else name_or_path
+    return run_folder.resolve_local(name_or_path)
 
 
 def load_train_dataset(recipe: Recipe):
@@ -57,7 +48,7 @@ def load_train_dataset(recipe: Recipe):
 
     args = recipe.script_args
     dataset = load_dataset(
-        resolve_dataset_name(args.dataset_name),
+        run_folder.resolve_local(args.dataset_name),
         args.dataset_config,
         split=args.dataset_train_split,
         revision=args.dataset_revision,
@@ -175,20 +166,8 @@ def git_commit() -> str | None:
 def dataset_info(recipe: Recipe) -> dict[str, Any]:
     """Name, config, revision, and the build's content hash when the dataset is a local folder."""
     args = recipe.script_args
-    build_info = Path(resolve_dataset_name(args.dataset_name)) / "build_info.json"
-    content_hash = json.loads(build_info.read_text()).get("content_hash") if build_info.is_file() else None
-    return {
-        "name": args.dataset_name,
-        "config": args.dataset_config,
-        "revision": args.dataset_revision,
-        "content_hash": content_hash,
-    }
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    temporary.replace(path)
+    identity = run_folder.dataset_identity(args.dataset_name, args.dataset_revision)
+    return {"name": identity["name"], "config": args.dataset_config, **identity}
 
 
 def configure_batching(recipe: Recipe) -> None:
@@ -258,7 +237,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
             "resumed_from": checkpoint.name if checkpoint else None,
             "zero3": partitioning,
         }
-        write_json_atomic(output_dir / RUN_INFO, run_info)
+        run_folder.write_run_info(output_dir, run_info)
         remove_checkpoints(output_dir)
         if push_to_hub:
             from reversal_hf.model_card import push_run

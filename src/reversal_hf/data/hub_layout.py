@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import datasets
 import yaml
 
 from reversal_hf import __version__
+from reversal_hf.files import staged_dir
 
 PAPER_CITATION = """@inproceedings{berglund2024reversal,
   title={The Reversal Curse: {LLMs} trained on ``{A} is {B}'' fail to learn ``{B} is {A}''},
@@ -141,9 +140,7 @@ def write_hub_dataset(
     if not configs:
         raise DatasetBuildError("no configurations to write")
     output = Path(output_dir)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with staged_dir(output) as tmp:
         for name, dsd in configs.items():
             for split, ds in dsd.items():
                 target = tmp / _split_filename(name, split)
@@ -167,10 +164,4 @@ def write_hub_dataset(
             )
             + "\n"
         )
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return output

@@ -11,33 +11,21 @@ one. The paper-file variant is reported beside ours, for fidelity only.
 
 from __future__ import annotations
 
-import argparse
 import random
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from reversal_hf.evaluation.common import (
-    EVAL_DIRNAME,
-    BatchedRunner,
-    EvaluationError,
-    Runner,
-    dataset_info,
-    evaluator_parser,
-    generate_and_match,
-    likelihood_test,
-    limited_indices,
-    load_model_and_tokenizer,
-    load_split,
-    read_run_info,
-    run_and_summarize,
-    write_examples,
-    write_json,
-)
+from reversal_hf import run_folder
+from reversal_hf.evaluation.arguments import EvaluatorArguments
+from reversal_hf.evaluation.data import evaluated_run, limited_indices, load_split
+from reversal_hf.evaluation.errors import EvaluationError
+from reversal_hf.evaluation.loading import load_model_and_tokenizer
+from reversal_hf.evaluation.metrics import likelihood_test
+from reversal_hf.evaluation.runner import BatchedRunner, Runner, generate_and_match
 
 EXACT_MATCH_SPLITS = (
     "p2d/test",
@@ -57,6 +45,21 @@ IN_CONTEXT_SHOTS = 3
 WHO_IS = "Question: Who is {description}?\nAnswer: The person you are asking for is"
 KNOWN_FOR = "Question: What is {name} known for?\nAnswer: {name} is known for being"
 STATEMENTS = {"p2d": "{name} is {description}.", "d2p": "{description} is {name}."}
+
+
+@dataclass(kw_only=True)
+class Exp1Options:
+    """What Experiment 1 adds to a run's evaluation (`eval exp1` and `eval run`)."""
+
+    seed: int = field(default=0, metadata={"help": "seed of the random wrong completions and of the shots"})
+    in_context: bool = field(default=False, metadata={"help": "also the in-context evaluation (Appendix B.6)"})
+
+
+@dataclass(kw_only=True)
+class Exp1Arguments(EvaluatorArguments, Exp1Options):
+    """`reversal-hf eval exp1`."""
+
+    prompt_tuning: bool = field(default=False, metadata={"help": "also the prompt-tuning losses (Appendix B.8)"})
 
 
 @dataclass(frozen=True)
@@ -232,68 +235,23 @@ def evaluate_prompt_tuning(data: Exp1Data, runner: Runner, fact: str, seed: int)
     }
 
 
-def evaluate_exp1(
-    model_or_run_dir: str | Path,
-    dataset_name_or_path: str,
-    revision: str | None = None,
-    output_dir: str | Path | None = None,
-    seed: int = 0,
-    batch_size: int = 32,
-    max_examples_per_split: int | None = None,
-    in_context: bool = False,
-    prompt_tuning: bool = False,
-) -> dict[str, Any]:
-    """Evaluate a model or run folder on `reversal-exp1`; write `eval/exp1_metrics.json` and `exp1_examples.parquet`.
-
-    `output_dir` defaults to the model folder (a run folder keeps its results beside its model card).
-    """
-    output = Path(output_dir if output_dir is not None else model_or_run_dir)
-    run_info = read_run_info(model_or_run_dir) if Path(model_or_run_dir).is_dir() else None
-    dataset = dataset_info(dataset_name_or_path, revision, run_info)
-    data = Exp1Data.load(dataset_name_or_path, revision, max_examples_per_split)
-    model, tokenizer = load_model_and_tokenizer(model_or_run_dir)
-    runner = BatchedRunner(model, tokenizer, batch_size)
-    metrics, table = evaluate_splits(data, runner, seed)
-    if in_context:
-        metrics["in_context"], in_context_table = evaluate_in_context(data, runner, seed, max_examples_per_split)
+def evaluate_exp1(args: Exp1Arguments) -> dict[str, Any]:
+    """Evaluate a model or run folder on `reversal-exp1`; write `eval/exp1_metrics.json` and `exp1_examples.parquet`
+    into `args.output`."""
+    run_info, dataset = evaluated_run(args.model, args.dataset, args.revision)
+    data = Exp1Data.load(args.dataset, args.revision, args.max_examples_per_split)
+    model, tokenizer = load_model_and_tokenizer(args.model)
+    runner = BatchedRunner(model, tokenizer, args.batch_size)
+    metrics, table = evaluate_splits(data, runner, args.seed)
+    if args.in_context:
+        metrics["in_context"], in_context_table = evaluate_in_context(
+            data, runner, args.seed, args.max_examples_per_split
+        )
         table = pd.concat([table, in_context_table], ignore_index=True)
-    if prompt_tuning:
+    if args.prompt_tuning:
         fact, source = prompt_tuning_fact(run_info, data)
-        metrics["prompt_tuning"] = {**evaluate_prompt_tuning(data, runner, fact, seed), "fact_source": source}
-    result = {
-        "experiment": "exp1",
-        "run_dir": str(model_or_run_dir) if run_info is not None else None,
-        "model": (run_info or {}).get("model_name_or_path") or str(model_or_run_dir),
-        "seed": seed,
-        "dataset": dataset,
-        **metrics,
-    }
-    write_examples(output / EVAL_DIRNAME / "exp1_examples.parquet", table)
-    write_json(output / EVAL_DIRNAME / "exp1_metrics.json", result)
+        metrics["prompt_tuning"] = {**evaluate_prompt_tuning(data, runner, fact, args.seed), "fact_source": source}
+    result = {**run_folder.metrics_header("exp1", args.model, run_info, seed=args.seed, dataset=dataset), **metrics}
+    run_folder.write_table(run_folder.examples_path(args.output, "exp1"), table)
+    run_folder.write_metrics(args.output, "exp1", result)
     return result
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = evaluator_parser("exp1", __doc__.splitlines()[0])
-    parser.add_argument("--in-context", action="store_true", help="also the in-context evaluation (Appendix B.6)")
-    parser.add_argument("--prompt-tuning", action="store_true", help="also the prompt-tuning losses (Appendix B.8)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random wrong completions and of the shots")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_and_summarize(
-        lambda: evaluate_exp1(
-            args.model,
-            args.dataset,
-            args.revision,
-            args.output,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            max_examples_per_split=args.max_examples_per_split,
-            in_context=args.in_context,
-            prompt_tuning=args.prompt_tuning,
-        ),
-        args.output / EVAL_DIRNAME / "exp1_metrics.json",
-    )

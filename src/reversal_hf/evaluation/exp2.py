@@ -21,35 +21,26 @@ sampling, every answer).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
+from reversal_hf import run_folder
 from reversal_hf.data.prompts import chat_messages, completion_prompt
-from reversal_hf.evaluation.common import (
-    EVAL_DIRNAME,
-    EvaluationError,
-    completion_logprobs,
-    dataset_info,
-    limit_rows,
-    load_model_and_tokenizer,
-    load_split,
-    write_examples,
-    write_json,
-)
-from reversal_hf.files import FileFormatError
+from reversal_hf.evaluation.data import checked_dataset_identity, limit_rows, load_split
+from reversal_hf.evaluation.errors import EvaluationError
+from reversal_hf.evaluation.loading import load_model_and_tokenizer
+from reversal_hf.evaluation.scoring import completion_logprobs
 from reversal_hf.metrics.reversal_accuracy.reversal_accuracy import is_exact_match
-from reversal_hf.models import ModelPrepareError, resolve_model
+from reversal_hf.models import resolve_model
 from reversal_hf.openai_api import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT_S,
-    OpenAIAPIError,
     ResponseCache,
     chat_choices,
     make_client,
@@ -61,9 +52,54 @@ if TYPE_CHECKING:
 
 PAIR_COLUMNS = ("child", "parent", "parent_type", "child_prediction", "can_reverse", "parent_query", "child_query")
 PROBABILITY_THRESHOLD = 0.1
-BACKENDS = ("openai", "hf")
 # The answer each question of the `hf` back-end is scored on: (answer column, question column).
 HF_ROLES = (("parent", "parent_query"), ("child", "child_query"))
+POSITIVE_FIELDS = ("samples", "max_tokens", "concurrency", "batch_size", "max_pairs")
+
+
+@dataclass(kw_only=True)
+class Exp2Arguments:
+    """`reversal-hf eval exp2`: the back-end, the model, the dataset, sampling (openai) and batching (hf)."""
+
+    backend: Literal["openai", "hf"] = field(metadata={"help": "openai: chat endpoint; hf: local model"})
+    model: str = field(metadata={"help": "model name at the endpoint, or a local folder / Hub id (hf)"})
+    base_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else api.openai.com); key: OPENAI_API_KEY"
+        },
+    )
+    dataset: str = field(metadata={"help": "reversal-exp2 folder or Hub id"})
+    revision: str | None = field(default=None, metadata={"help": "dataset revision (Hub tag, branch or commit)"})
+    samples: int = field(default=10, metadata={"help": "samples per question (openai)"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (openai)"})
+    max_tokens: int = field(default=32, metadata={"help": "answer length limit (openai)"})
+    concurrency: int = field(default=8, metadata={"help": "requests in flight (openai)"})
+    extra_body: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "JSON object of server-specific request fields (openai), e.g. for `transformers serve` to sample: "
+            '\'{"generation_config": "{\\"do_sample\\": true}"}\''
+        },
+    )
+    max_retries: int = field(
+        default=DEFAULT_MAX_RETRIES, metadata={"help": "per request, on 408/409/429/5xx/timeouts (openai)"}
+    )
+    timeout: float = field(default=DEFAULT_TIMEOUT_S, metadata={"help": "seconds per request (openai)"})
+    cache: Path | None = field(
+        default=None, metadata={"help": "response cache (default: <output>/eval/exp2_<model>_cache.jsonl)"}
+    )
+    batch_size: int = field(default=16, metadata={"help": "prompts per forward pass (hf)"})
+    max_pairs: int | None = field(default=None, metadata={"help": "evaluate N pairs spread over the dataset"})
+    output: Path = field(metadata={"help": "folder that receives eval/exp2_*"})
+
+    def __post_init__(self) -> None:
+        for name in POSITIVE_FIELDS:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise EvaluationError(f"{name}: must be at least 1, got {value}")
+        if isinstance(self.extra_body, str):
+            self.extra_body = _json_object(self.extra_body)
 
 
 def model_slug(model: str) -> str:
@@ -100,7 +136,7 @@ def sample_answers(client: OpenAI, cache: ResponseCache, request: dict[str, Any]
     return answers[:samples]
 
 
-def evaluate_openai(pairs: pd.DataFrame, args: argparse.Namespace, cache_path: Path) -> pd.DataFrame:
+def evaluate_openai(pairs: pd.DataFrame, args: Exp2Arguments, cache_path: Path) -> pd.DataFrame:
     """Sample every parent and child question from the endpoint; score each pair by its fraction of right samples."""
     client = make_client(args.base_url, max_retries=args.max_retries, timeout_s=args.timeout)
     cache = ResponseCache(cache_path)
@@ -131,11 +167,11 @@ def completion_requests(pairs: pd.DataFrame) -> tuple[list[str], list[str]]:
     return prompts, completions
 
 
-def evaluate_hf(pairs: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
+def evaluate_hf(pairs: pd.DataFrame, model_name_or_path: str, batch_size: int) -> pd.DataFrame:
     """Log-prob of the right parent (child question) and the right child (parent question) under a local model."""
-    model, tokenizer = load_model_and_tokenizer(resolve_model(args.model))
+    model, tokenizer = load_model_and_tokenizer(resolve_model(model_name_or_path))
     prompts, completions = completion_requests(pairs)
-    logprobs = completion_logprobs(model, tokenizer, prompts, completions, batch_size=args.batch_size)
+    logprobs = completion_logprobs(model, tokenizer, prompts, completions, batch_size=batch_size)
     scores = pairs.copy()
     for index, (role, _) in enumerate(HF_ROLES):
         scores[f"{role}_score"] = [float(value) for value in logprobs[index * len(pairs) : (index + 1) * len(pairs)]]
@@ -158,15 +194,14 @@ def accuracy(scores: pd.Series, backend: str) -> float:
     return float(values.mean())
 
 
-def write_outputs(scores: pd.DataFrame, args: argparse.Namespace, slug: str) -> dict[str, Any]:
+def write_outputs(scores: pd.DataFrame, args: Exp2Arguments, slug: str) -> dict[str, Any]:
     """The paper-format CSV, the per-pair examples and the metrics JSON (written last: its presence means done)."""
-    eval_dir = args.output / EVAL_DIRNAME
     csv_name = f"exp2_{slug}_reversal_test_results.csv"
-    write_examples(eval_dir / csv_name, results_table(scores, slug, args.backend))
+    run_folder.write_table(run_folder.eval_dir(args.output) / csv_name, results_table(scores, slug, args.backend))
     examples = scores.drop(columns=["parent_query", "child_query"]).assign(
         reversible=scores["parent_found"] & scores["child_found"]
     )
-    write_examples(eval_dir / "exp2_examples.parquet", examples)
+    run_folder.write_table(run_folder.examples_path(args.output, "exp2"), examples)
     metrics: dict[str, Any] = {
         "experiment": "exp2",
         "model": slug,
@@ -179,83 +214,34 @@ def write_outputs(scores: pd.DataFrame, args: argparse.Namespace, slug: str) -> 
         "n_parent_found": int(examples["parent_found"].sum()),
         "n_child_found": int(examples["child_found"].sum()),
         "n_reversible": int(examples["reversible"].sum()),
-        "dataset": dataset_info(args.dataset, args.revision),
+        "dataset": checked_dataset_identity(args.dataset, args.revision),
         "results_csv": csv_name,
     }
     if args.backend == "openai":
         metrics.update(
             samples=args.samples, temperature=args.temperature, max_tokens=args.max_tokens, extra_body=args.extra_body
         )
-    write_json(eval_dir / "exp2_metrics.json", metrics)
+    run_folder.write_metrics(args.output, "exp2", metrics)
     return metrics
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not JSON ({err.msg})") from None
+        raise EvaluationError(f"extra_body: not JSON ({err.msg})") from None
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
+        raise EvaluationError("extra_body: must be a JSON object")
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="reversal-hf eval exp2", description="Experiment 2: parent vs child accuracy on celebrity pairs."
-    )
-    parser.add_argument("--backend", choices=BACKENDS, required=True, help="openai: chat endpoint; hf: local model")
-    parser.add_argument("--model", required=True, help="model name at the endpoint, or a local folder / Hub id (hf)")
-    parser.add_argument(
-        "--base-url",
-        help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL or api.openai.com); key: OPENAI_API_KEY",
-    )
-    parser.add_argument("--dataset", required=True, help="reversal-exp2 folder or Hub id")
-    parser.add_argument("--revision", help="dataset revision (Hub tag, branch or commit)")
-    parser.add_argument("--samples", type=_positive_int, default=10, help="samples per question (openai)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (openai)")
-    parser.add_argument("--max-tokens", type=_positive_int, default=32, help="answer length limit (openai)")
-    parser.add_argument("--concurrency", type=_positive_int, default=8, help="requests in flight (openai)")
-    parser.add_argument(
-        "--extra-body",
-        type=_json_object,
-        help="JSON object of server-specific request fields (openai), e.g. for `transformers serve` to sample: "
-        '\'{"generation_config": "{\\"do_sample\\": true}"}\'',
-    )
-    parser.add_argument(
-        "--max-retries", type=int, default=DEFAULT_MAX_RETRIES, help="per request, on 408/409/429/5xx/timeouts (openai)"
-    )
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per request (openai)")
-    parser.add_argument("--cache", type=Path, help="response cache (default: <output>/eval/exp2_<model>_cache.jsonl)")
-    parser.add_argument("--batch-size", type=_positive_int, default=16, help="prompts per forward pass (hf)")
-    parser.add_argument("--max-pairs", type=_positive_int, help="evaluate N pairs spread over the dataset")
-    parser.add_argument("--output", type=Path, required=True, help="folder that receives eval/exp2_*")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def evaluate_exp2(args: Exp2Arguments) -> dict[str, Any]:
+    """Score every pair both ways with the chosen back-end; write the CSV, the examples and the metrics."""
     slug = model_slug(args.model)
-    try:
-        pairs = load_pairs(args.dataset, args.revision, args.max_pairs)
-        if args.backend == "openai":
-            cache_path = args.cache or args.output / EVAL_DIRNAME / f"exp2_{slug}_cache.jsonl"
-            scores = evaluate_openai(pairs, args, cache_path)
-        else:
-            scores = evaluate_hf(pairs, args)
-        metrics = write_outputs(scores, args, slug)
-    except (EvaluationError, ModelPrepareError, OpenAIAPIError, FileFormatError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(
-        f"exp2 {slug} ({args.backend}, {metrics['n_pairs']} pairs): parent {metrics['parent_accuracy']:.3f}, "
-        f"child {metrics['child_accuracy']:.3f} -> {args.output / EVAL_DIRNAME}"
-    )
-    return 0
+    pairs = load_pairs(args.dataset, args.revision, args.max_pairs)
+    if args.backend == "openai":
+        cache_path = args.cache or run_folder.eval_dir(args.output) / f"exp2_{slug}_cache.jsonl"
+        scores = evaluate_openai(pairs, args, cache_path)
+    else:
+        scores = evaluate_hf(pairs, args.model, args.batch_size)
+    return write_outputs(scores, args, slug)

@@ -8,31 +8,35 @@ training examples (and the paper's own test prompts) use. Writes `eval/exp3_metr
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from reversal_hf import run_folder
 from reversal_hf.data.exp3 import EXAMPLE_DOC_PREFIX
-from reversal_hf.evaluation.common import (
-    EVAL_DIRNAME,
-    BatchedRunner,
-    EvaluationError,
-    dataset_info,
-    evaluator_parser,
-    generate_and_match,
-    limit_rows,
-    load_model_and_tokenizer,
-    load_split,
-    read_run_info,
-    run_and_summarize,
-    write_examples,
-    write_json,
-)
+from reversal_hf.evaluation.arguments import EvaluatorArguments
+from reversal_hf.evaluation.data import evaluated_run, limit_rows, load_split
+from reversal_hf.evaluation.errors import EvaluationError
+from reversal_hf.evaluation.loading import load_model_and_tokenizer
+from reversal_hf.evaluation.runner import BatchedRunner, generate_and_match
 
 CONFIGS = ("question_to_answer", "answer_to_question")
+
+
+@dataclass(kw_only=True)
+class Exp3Arguments(EvaluatorArguments):
+    """`reversal-hf eval exp3`."""
+
+    config: list[str] | None = field(
+        default=None,
+        metadata={
+            "choices": CONFIGS,
+            "action": "extend",
+            "help": "config(s) to evaluate; none given: the run's, else both",
+        },
+    )
 
 
 def configs_to_evaluate(run_info: dict[str, Any] | None, configs: Sequence[str] | None) -> list[str]:
@@ -47,58 +51,21 @@ def configs_to_evaluate(run_info: dict[str, Any] | None, configs: Sequence[str] 
     return chosen
 
 
-def evaluate_exp3(
-    model_or_run_dir: str | Path,
-    dataset_name_or_path: str,
-    revision: str | None = None,
-    output_dir: str | Path | None = None,
-    configs: Sequence[str] | None = None,
-    batch_size: int = 32,
-    max_examples_per_split: int | None = None,
-) -> dict[str, Any]:
-    """Exact match on each config's `test` split; `output_dir` defaults to the model folder."""
-    output = Path(output_dir if output_dir is not None else model_or_run_dir)
-    run_info = read_run_info(model_or_run_dir) if Path(model_or_run_dir).is_dir() else None
-    dataset = dataset_info(dataset_name_or_path, revision, run_info)
+def evaluate_exp3(args: Exp3Arguments) -> dict[str, Any]:
+    """Exact match on each config's `test` split; writes `eval/exp3_metrics.json` and `exp3_examples.parquet` into
+    `args.output`."""
+    run_info, dataset = evaluated_run(args.model, args.dataset, args.revision)
     sets = {
         f"{config}/test": limit_rows(
-            load_split(dataset_name_or_path, config, "test", revision), max_examples_per_split
+            load_split(args.dataset, config, "test", args.revision), args.max_examples_per_split
         ).to_pandas()
-        for config in configs_to_evaluate(run_info, configs)
+        for config in configs_to_evaluate(run_info, args.config)
     }
     for frame in sets.values():
         frame["prompt"] = EXAMPLE_DOC_PREFIX + frame["prompt"]
-    model, tokenizer = load_model_and_tokenizer(model_or_run_dir)
-    metrics, scored = generate_and_match(sets, BatchedRunner(model, tokenizer, batch_size))
-    result = {
-        "experiment": "exp3",
-        "run_dir": str(model_or_run_dir) if run_info is not None else None,
-        "model": (run_info or {}).get("model_name_or_path") or str(model_or_run_dir),
-        "dataset": dataset,
-        "exact_match": metrics,
-    }
-    write_examples(output / EVAL_DIRNAME / "exp3_examples.parquet", pd.concat(scored.values(), ignore_index=True))
-    write_json(output / EVAL_DIRNAME / "exp3_metrics.json", result)
+    model, tokenizer = load_model_and_tokenizer(args.model)
+    metrics, scored = generate_and_match(sets, BatchedRunner(model, tokenizer, args.batch_size))
+    result = run_folder.metrics_header("exp3", args.model, run_info, dataset=dataset, exact_match=metrics)
+    run_folder.write_table(run_folder.examples_path(args.output, "exp3"), pd.concat(scored.values(), ignore_index=True))
+    run_folder.write_metrics(args.output, "exp3", result)
     return result
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = evaluator_parser("exp3", __doc__.splitlines()[0])
-    parser.add_argument("--config", action="append", choices=CONFIGS, help="config(s) to evaluate (default: both)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_and_summarize(
-        lambda: evaluate_exp3(
-            args.model,
-            args.dataset,
-            args.revision,
-            args.output,
-            configs=args.config,
-            batch_size=args.batch_size,
-            max_examples_per_split=args.max_examples_per_split,
-        ),
-        args.output / EVAL_DIRNAME / "exp3_metrics.json",
-    )

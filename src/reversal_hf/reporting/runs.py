@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reversal_hf import files, run_folder
+
 EXPERIMENTS = ("exp1", "exp2", "exp3")
 # resolved_config entries that tell apart the seeds of one configuration, not two configurations.
 PER_RUN_KEYS = frozenset(
@@ -33,12 +35,11 @@ class ReportInputError(ValueError):
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ReportInputError(f"{path}: unreadable JSON ({error})") from error
-    if not isinstance(data, dict):
-        raise ReportInputError(f"{path}: expected a JSON object")
-    return data
+        return files.read_json(path)
+    except files.FileFormatError as error:
+        raise ReportInputError(str(error)) from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise ReportInputError(f"{path}: unreadable ({error})") from error
 
 
 def _is_number(value: Any) -> bool:
@@ -101,17 +102,17 @@ def load_run(run_dir: Path) -> Run:
         raise ReportInputError(f"{run_dir}: not a folder")
     metrics = {}
     for experiment in EXPERIMENTS:
-        path = run_dir / "eval" / f"{experiment}_metrics.json"
+        path = run_folder.metrics_path(run_dir, experiment)
         if path.is_file():
             metrics[experiment] = _read_json(path)
             _check_metrics(path, experiment, metrics[experiment])
     if not metrics:
         raise ReportInputError(f"{run_dir}: no eval/<experiment>_metrics.json (run `reversal-hf eval` first)")
-    info_path = run_dir / "run_info.json"
+    info_path = run_folder.run_info_path(run_dir)
     if not info_path.is_file():
         # Exp 2 evaluates an existing model, so its folder may hold only the evaluation.
         if set(metrics) != {"exp2"}:
-            raise ReportInputError(f"{run_dir}: no run_info.json (not a training run folder)")
+            raise ReportInputError(f"{run_dir}: no {run_folder.RUN_INFO} (not a training run folder)")
         return Run(run_dir, {}, metrics)
     info = _read_json(info_path)
     for name in _REQUIRED_RUN_INFO:

@@ -1,0 +1,44 @@
+"""Batches of token sequences for generation and scoring: padded tensors, and index batches of similar length."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from reversal_hf.evaluation.errors import EvaluationError
+
+
+def pad(sequences: Sequence[list[int]], pad_id: int, left: bool) -> tuple[Any, Any]:
+    """Padded input ids and attention mask as tensors."""
+    import torch
+
+    width = max(map(len, sequences))
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        span = slice(width - len(sequence), width) if left else slice(0, len(sequence))
+        ids[row, span] = torch.tensor(sequence, dtype=torch.long)
+        mask[row, span] = 1
+    return ids, mask
+
+
+def index_batches(lengths: Sequence[int], batch_size: int, description: str, same_length: bool = False) -> Any:
+    """Index batches, longest first (similar lengths pad little); `same_length` batches need no padding at all."""
+    if batch_size < 1:
+        raise EvaluationError(f"batch_size must be at least 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i in order:
+        groups[lengths[i] if same_length else 0].append(i)
+    batches = [
+        group[start : start + batch_size] for group in groups.values() for start in range(0, len(group), batch_size)
+    ]
+    return tqdm(batches, desc=description, unit="batch", disable=None)
+
+
+def is_prompt_learning(model: Any) -> bool:
+    """PEFT prompt tuning prepends virtual tokens and ignores position ids, so left padding would shift positions."""
+    return bool(getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False))

@@ -1,0 +1,41 @@
+"""Greedy (temperature-0) generation for whole evaluation sets, in left-padded batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from reversal_hf.evaluation.batching import index_batches, is_prompt_learning, pad
+
+
+def greedy_generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int = 32,
+    description: str = "generating",
+) -> list[str]:
+    """Temperature-0 continuations of `prompts` (text after the prompt), in left-padded batches of similar length.
+
+    Prompt-tuned models are batched by exact prompt length instead (see `batching.is_prompt_learning`).
+    """
+    import torch
+
+    encoded = [tokenizer(prompt)["input_ids"] for prompt in prompts]
+    device = next(model.parameters()).device
+    generations = [""] * len(prompts)
+    for batch in index_batches(list(map(len, encoded)), batch_size, description, same_length=is_prompt_learning(model)):
+        input_ids, attention_mask = pad([encoded[i] for i in batch], tokenizer.pad_token_id, left=True)
+        with torch.inference_mode():
+            output = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        texts = tokenizer.batch_decode(output[:, input_ids.shape[1] :], skip_special_tokens=True)
+        for i, text in zip(batch, texts, strict=True):
+            generations[i] = text
+    return generations

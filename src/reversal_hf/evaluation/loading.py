@@ -1,0 +1,59 @@
+"""Loading what an evaluation runs: a model folder, a Hub id, or a PEFT adapter run folder on its base model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from reversal_hf import files, run_folder
+from reversal_hf.evaluation.errors import EvaluationError, first_line
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in TOKENIZER_FILES)
+
+
+def _adapter_base(folder: Path) -> str:
+    """The base model of a PEFT adapter folder: `run_info.json`'s `model_name_or_path`, else adapter_config's."""
+    run_info = run_folder.read_run_info(folder) or {}
+    adapter_config = files.read_json(folder / "adapter_config.json")
+    base = run_info.get("model_name_or_path") or adapter_config.get("base_model_name_or_path")
+    if not base:
+        raise EvaluationError(f"{folder}: adapter without a base model (run_info.json model_name_or_path)")
+    return run_folder.resolve_local(str(base))
+
+
+def load_model_and_tokenizer(model_or_run_dir: str | Path, device: str | None = None) -> tuple[Any, Any]:
+    """A model folder, a Hub id, or a PEFT adapter run folder (base from run_info.json), in eval mode.
+
+    The tokenizer comes from the folder itself, or for an adapter without one from its base model.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    folder = Path(model_or_run_dir)
+    is_local = folder.exists()
+    if is_local and not folder.is_dir():
+        raise EvaluationError(f"{folder}: not a model folder")
+    is_adapter = is_local and (folder / "adapter_config.json").is_file()
+    if is_local and not is_adapter and not (folder / "config.json").is_file():
+        raise EvaluationError(f"{folder}: no model in this folder (neither config.json nor adapter_config.json)")
+    base = _adapter_base(folder) if is_adapter else str(model_or_run_dir)
+    tokenizer_source = str(folder) if not is_adapter or _has_tokenizer(folder) else base
+    if Path(tokenizer_source).is_dir() and not _has_tokenizer(Path(tokenizer_source)):
+        raise EvaluationError(f"{tokenizer_source}: no tokenizer in the model folder (tokenizer.json)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+        model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
+        if is_adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(folder))
+    except (OSError, ValueError) as error:
+        raise EvaluationError(f"cannot load model {model_or_run_dir}: {first_line(error)}") from error
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device).eval(), tokenizer

@@ -1,0 +1,121 @@
+"""The run folder contract (docs/ARCHITECTURE.md, "Run folders"): its file names, `run_info.json`, the evaluation
+files under `eval/`, and the identity of the dataset a run was trained and evaluated on.
+
+Training writes `run_info.json` last, so its presence marks a finished run; evaluators write their metrics file last,
+so its presence marks a finished evaluation. Every module that reads or writes these files goes through here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from reversal_hf import files
+from reversal_hf.paths import REPO_ROOT
+
+RUN_INFO = "run_info.json"
+EVAL_DIRNAME = "eval"
+BUILD_INFO = "build_info.json"
+METRICS_SUFFIX = "_metrics.json"
+
+
+def run_info_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / RUN_INFO
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """Whether training finished in `run_dir` (it writes `run_info.json` last)."""
+    return run_info_path(run_dir).is_file()
+
+
+def read_run_info(run_dir: str | Path) -> dict[str, Any] | None:
+    """A training run's `run_info.json`, or None for a folder without one (a plain model, an Exp 2 evaluation).
+
+    A file that is not a JSON object raises `files.FileFormatError` naming it.
+    """
+    path = run_info_path(run_dir)
+    return files.read_json(path) if path.is_file() else None
+
+
+def write_run_info(run_dir: str | Path, info: dict[str, Any]) -> None:
+    files.write_json(run_info_path(run_dir), info)
+
+
+def eval_dir(output_dir: str | Path) -> Path:
+    return Path(output_dir) / EVAL_DIRNAME
+
+
+def metrics_path(output_dir: str | Path, experiment: str) -> Path:
+    """`<output_dir>/eval/<experiment>_metrics.json`."""
+    return eval_dir(output_dir) / f"{experiment}{METRICS_SUFFIX}"
+
+
+def examples_path(output_dir: str | Path, experiment: str) -> Path:
+    """`<output_dir>/eval/<experiment>_examples.parquet`: one row per evaluated example."""
+    return eval_dir(output_dir) / f"{experiment}_examples.parquet"
+
+
+def read_metrics(output_dir: str | Path, experiment: str) -> dict[str, Any] | None:
+    """An experiment's metrics of a folder, or None before its evaluation finished."""
+    path = metrics_path(output_dir, experiment)
+    return files.read_json(path) if path.is_file() else None
+
+
+def read_all_metrics(output_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Every `eval/<experiment>_metrics.json` of a folder, keyed by its `experiment` field (else the file name)."""
+    metrics = {}
+    for path in sorted(eval_dir(output_dir).glob(f"*{METRICS_SUFFIX}")):
+        payload = files.read_json(path)
+        metrics[payload.get("experiment", path.name.removesuffix(METRICS_SUFFIX))] = payload
+    return metrics
+
+
+def write_metrics(output_dir: str | Path, experiment: str, metrics: dict[str, Any]) -> Path:
+    """Write the metrics file (strict JSON, NaN as null); evaluators call this last."""
+    path = metrics_path(output_dir, experiment)
+    files.write_json(path, metrics)
+    return path
+
+
+def write_table(path: str | Path, table: Any) -> None:
+    """A per-example pandas table as Parquet (`.parquet`) or CSV (anything else), atomically."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        files.write_atomically(path, lambda tmp: table.to_parquet(tmp, index=False))
+    else:
+        files.write_atomically(path, lambda tmp: table.to_csv(tmp, index=False))
+
+
+def resolve_local(name_or_path: str) -> str:
+    """A dataset or model as a folder when one exists, else the Hub id unchanged.
+
+    A relative folder is found from the working directory, else from the repository root (`run_info.json` records
+    names such as `build/datasets/reversal-exp1` relative to the repository).
+    """
+    if Path(name_or_path).exists() or not (REPO_ROOT / name_or_path).exists():
+        return name_or_path
+    return str(REPO_ROOT / name_or_path)
+
+
+def content_hash(dataset: str) -> str | None:
+    """The `content_hash` of a local dataset build (`build_info.json`), None for a Hub id."""
+    build_info = Path(resolve_local(dataset)) / BUILD_INFO
+    return files.read_json(build_info).get("content_hash") if build_info.is_file() else None
+
+
+def dataset_identity(name: str, revision: str | None) -> dict[str, Any]:
+    """The `dataset` block of run_info.json and the metrics files: name, revision and the build's content hash."""
+    return {"name": name, "revision": revision, "content_hash": content_hash(name)}
+
+
+def metrics_header(
+    experiment: str, model_or_run_dir: str | Path, run_info: dict[str, Any] | None, **fields: Any
+) -> dict[str, Any]:
+    """The fields a metrics file starts with: the experiment, the run folder (None for a model not trained here), the
+    model (a run's base model), then `fields` in order."""
+    return {
+        "experiment": experiment,
+        "run_dir": str(model_or_run_dir) if run_info is not None else None,
+        "model": (run_info or {}).get("model_name_or_path") or str(model_or_run_dir),
+        **fields,
+    }
