@@ -11,6 +11,7 @@ import pytest
 from serve_utils import free_port, serve_model, with_chat_template
 
 from reversal_hf import evaluation
+from reversal_hf.data import exp2 as build_exp2
 from reversal_hf.data.prompts import chat_messages, child_query, completion_prompt
 from reversal_hf.evaluation import exp2
 from reversal_hf.evaluation.loading import load_model_and_tokenizer
@@ -23,10 +24,7 @@ SAMPLES = 2
 
 @pytest.fixture(scope="module")
 def exp2_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from reversal_hf.data import exp2 as build_exp2
-
     """Five real pairs of the paper, in `reversal-exp2` layout."""
-
     output = tmp_path_factory.mktemp("datasets") / "reversal-exp2"
     argv = ["--source", "generate", "--num-pairs", str(N_PAIRS), "--configs", "pairs", "--output", str(output)]
     assert build_exp2.main(argv) == 0
