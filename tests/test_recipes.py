@@ -12,7 +12,15 @@ import pytest
 import yaml
 
 from reversal_hf import launch, sweep
-from reversal_hf.configs import ACCELERATE_CONFIGS_DIR, RECIPES_DIR, list_recipes, load_recipe
+from reversal_hf.configs import (
+    ACCELERATE_CONFIGS_DIR,
+    RECIPES_DIR,
+    RecipeError,
+    list_recipes,
+    load_recipe,
+    read_recipe,
+    recipe_arguments,
+)
 from reversal_hf.paths import REPO_ROOT
 
 # TRL recipes; `openai_*` recipes are the OpenAI arm's (reversal_hf.openai_arm.recipe, tests/test_openai_finetune.py).
@@ -20,14 +28,14 @@ RECIPES = [name for name in list_recipes() if not name.startswith("openai_")]
 
 
 def _is_sweep(name: str) -> bool:
-    return bool(yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text()).get("grid"))
+    return bool(read_recipe(name).get("grid"))
 
 
 @pytest.fixture
 def dataset_for(exp1_dataset_dir: Path, exp3_dataset_dir: Path):
     """The built dataset folder of a recipe's experiment (the recipes name build/, which tests do not touch)."""
     folders = {"exp1": exp1_dataset_dir, "exp3": exp3_dataset_dir}
-    return lambda name: folders[yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text())["experiment"]]
+    return lambda name: folders[read_recipe(name)["experiment"]]
 
 
 def _commands(output: str) -> list[list[str]]:
@@ -61,7 +69,7 @@ def test_every_recipe_resolves_under_dry_run(name: str, dataset_for, capsys: pyt
     for command in commands:
         config_file = command[command.index("--config_file") + 1]
         assert (REPO_ROOT / config_file).is_file() and (REPO_ROOT / config_file).parent == ACCELERATE_CONFIGS_DIR
-        assert Path(config_file).stem == recipe.script_args.accelerate_config
+        assert Path(config_file).stem == recipe.launch_args.accelerate_config
         assert command[command.index("--config") + 1] == f"recipes/{name}.yaml"
         assert int(command[command.index("--num_processes") + 1]) == launch.processes_per_node(recipe)
         assert command[command.index("--config") - 1] == "scripts/sft.py"
@@ -77,12 +85,12 @@ def test_llama_recipes_name_the_hub_ids_and_the_paper_grids():
         assert load_recipe(f"exp3_llama{size}", on_launcher=True).model_args.model_name_or_path == (
             f"huggyllama/llama-{size}"
         )
-        grid = load_recipe(f"exp3_llama{size}_sweep", on_launcher=True).script_args.grid
+        grid = load_recipe(f"exp3_llama{size}_sweep", on_launcher=True).launch_args.grid
         assert grid == {"total_batch_size": [8, 32, 128], "learning_rate": [1e-6, 2e-6, 1e-5, 2e-5]}
-    exp1 = load_recipe("exp1_llama7b_sweep", on_launcher=True).script_args
+    exp1 = load_recipe("exp1_llama7b_sweep", on_launcher=True).launch_args
     assert exp1.grid == {"total_batch_size": [1, 4, 16], "learning_rate": [1e-6, 2e-6, 1e-5, 2e-5]}
     tuning = load_recipe("exp1_llama7b_prompt_tuning", on_launcher=True)
-    assert tuning.script_args.training_mode == "prompt_tuning" and len(tuning.script_args.seeds) == 10
+    assert tuning.script_args.training_mode == "prompt_tuning" and len(tuning.launch_args.seeds) == 10
     assert tuning.training_args.num_train_epochs == 50 and tuning.training_args.learning_rate == 3e-3
     assert not any(load_recipe(name, on_launcher=True).script_args.mask_prompt for name in RECIPES)
 
@@ -120,6 +128,45 @@ def test_yaml_typo_names_the_field(tmp_path: Path, capsys: pytest.CaptureFixture
     assert launch.main([str(recipe), "--dry-run"]) == 1
     err = _one_line_error(capsys)
     assert "'lerning_rate'" in err and "learning_rate" in err.split("did you mean", 1)[1]
+
+
+def test_a_base_recipes_typo_names_its_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    base = tmp_path / "base.yaml"
+    base.write_text((RECIPES_DIR / "exp1_tiny.yaml").read_text().replace("num_train_epochs:", "num_train_epoch:"))
+    recipe = tmp_path / "child.yaml"
+    recipe.write_text(f"base: {base}\nlearning_rate: 1.0e-4\n")
+    assert launch.main([str(recipe), "--dry-run"]) == 1
+    err = _one_line_error(capsys)
+    assert str(base) in err and "'num_train_epoch'" in err and "'num_train_epochs'" in err
+
+
+def test_base_recipes_resolve_with_the_childs_fields_winning(tmp_path: Path):
+    assert read_recipe("exp3_llama13b") == {**read_recipe("exp3_llama7b"), "model_name_or_path": "huggyllama/llama-13b"}
+    sweep_30b = read_recipe("exp3_llama30b_sweep")
+    assert sweep_30b == {**read_recipe("exp3_llama7b_sweep"), "model_name_or_path": "huggyllama/llama-30b"}
+    assert sweep_30b["num_train_epochs"] == 5 and sweep_30b["seeds"] == [0] and "base" not in sweep_30b
+    (tmp_path / "a.yaml").write_text(f"base: {tmp_path / 'b.yaml'}\n")
+    (tmp_path / "b.yaml").write_text(f"base: {tmp_path / 'a.yaml'}\n")
+    with pytest.raises(RecipeError, match="cycle"):
+        read_recipe(str(tmp_path / "a.yaml"))
+
+
+def test_plain_trl_parser_parses_a_resolved_recipe(tmp_path: Path):
+    """A recipe with a `base:` resolves to a config that TrlParser itself parses to the same arguments."""
+    from trl import TrlParser
+
+    resolved = tmp_path / "exp3_llama30b_sweep.yaml"
+    resolved.write_text(yaml.safe_dump(read_recipe("exp3_llama30b_sweep")))
+    args = ["--config", str(resolved), "--output_dir", "out", "--use_cpu", "true"]
+    plain = TrlParser(recipe_arguments()).parse_args_and_config(args)
+    recipe = load_recipe("exp3_llama30b_sweep", args[2:])
+    assert tuple(plain) == (recipe.script_args, recipe.training_args, recipe.model_args, recipe.launch_args)
+
+
+def test_launcher_checks_gpu_recipes_without_changing_them():
+    """On a CPU host the launcher accepts a bf16 GPU recipe and reports it as the job will parse it (use_cpu false)."""
+    recipe = load_recipe("exp3_llama30b", on_launcher=True)
+    assert recipe.training_args.bf16 and not recipe.training_args.use_cpu and recipe.training_args.dataloader_pin_memory
 
 
 @pytest.mark.parametrize(

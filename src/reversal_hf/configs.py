@@ -1,30 +1,33 @@
-"""Recipes: YAML files parsed by `trl.TrlParser` into `ScriptArguments`, `SFTConfig` and `ModelConfig`.
+"""Recipes: YAML parsed by `trl.TrlParser` into `ScriptArguments`, `SFTConfig`, `ModelConfig` and `LaunchArguments`.
 
 A recipe is `recipes/<name>.yaml`; every field can be overridden on the command line (`--learning_rate 1e-5`).
-Unknown fields, in the YAML or on the command line, are one-line errors naming the field, raised before any model
-or dataset is touched.
+A recipe may name a `base:` recipe and give only the fields it changes; `RecipeParser` merges the base in before
+TrlParser sets the defaults, so the job and the launcher read the same resolved config. Unknown fields, in any of
+these files or on the command line, are one-line errors naming the field, raised by the launcher before any process,
+model or dataset is touched.
 """
 
 from __future__ import annotations
 
-import contextlib
+import argparse
 import dataclasses
 import difflib
-import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+import trl  # light: SFTConfig and ModelConfig (transformers, ~10 s) are imported only when a recipe is parsed
 
+from reversal_hf.files import FileFormatError, read_yaml
 from reversal_hf.paths import REPO_ROOT
 
 RECIPES_DIR = REPO_ROOT / "recipes"
 ACCELERATE_CONFIGS_DIR = REPO_ROOT / "accelerate_configs"
 OUTPUTS_DIR = Path("outputs")
-# Keys TrlParser handles itself rather than through a dataclass field.
-PARSER_KEYS = {"env"}
+BASE_KEY = "base"
+ENV_KEY = "env"  # TrlParser sets these environment variables itself (only from the file given to `--config`)
 SPECIAL_TOKEN_FIELDS = ("eos_token", "pad_token")
 
 
@@ -33,16 +36,10 @@ class RecipeError(ValueError):
 
 
 @dataclass
-class ScriptArguments:
-    """What to train on and how to launch it; the rest of a recipe is `SFTConfig` and `ModelConfig`."""
+class ScriptArguments(trl.ScriptArguments):
+    """What to train on and how; the rest of a recipe is `SFTConfig`, `ModelConfig` and `LaunchArguments`."""
 
-    dataset_name: str = field(
-        default="build/datasets/reversal-exp1",
-        metadata={"help": "Local dataset folder (relative to the repository root) or Hub dataset id."},
-    )
-    dataset_config: str | None = field(default=None, metadata={"help": "Dataset config, e.g. `all` or `p2d`."})
     dataset_revision: str | None = field(default=None, metadata={"help": "Hub revision (tag, branch or commit)."})
-    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Train on the first N rows only (smoke tests and CI)."}
     )
@@ -78,6 +75,19 @@ class ScriptArguments:
     num_virtual_tokens: int | None = field(
         default=None, metadata={"help": "Soft prompt length; default: the token count of the fact's text."}
     )
+
+    def __post_init__(self) -> None:
+        if self.isolated_padding_free and self.training_mode == "prompt_tuning":
+            # PEFT prepends the soft prompt and drops position_ids, which is what keeps packed documents apart.
+            raise ValueError("isolated_padding_free does not work with prompt tuning: set it to false")
+        if self.prompt_tuning_fact is not None and self.training_mode != "prompt_tuning":
+            raise ValueError("prompt_tuning_fact needs training_mode: prompt_tuning")
+
+
+@dataclass
+class LaunchArguments:
+    """How to launch a recipe: read by the launcher and the sweep only (the job parses and ignores them)."""
+
     accelerate_config: str = field(
         default="cpu", metadata={"help": "Name of a file in accelerate_configs/ (without .yaml) or a path."}
     )
@@ -96,11 +106,13 @@ class ScriptArguments:
             isinstance(self.grid, dict) and all(isinstance(v, list) and v for v in self.grid.values())
         ):
             raise ValueError("grid must map field names to non-empty lists of values")
-        if self.isolated_padding_free and self.training_mode == "prompt_tuning":
-            # PEFT prepends the soft prompt and drops position_ids, which is what keeps packed documents apart.
-            raise ValueError("isolated_padding_free does not work with prompt tuning: set it to false")
-        if self.prompt_tuning_fact is not None and self.training_mode != "prompt_tuning":
-            raise ValueError("prompt_tuning_fact needs training_mode: prompt_tuning")
+
+
+def recipe_arguments() -> tuple[type, ...]:
+    """The dataclasses a recipe's fields belong to, in the order TrlParser returns them."""
+    from trl import ModelConfig, SFTConfig
+
+    return ScriptArguments, SFTConfig, ModelConfig, LaunchArguments
 
 
 @dataclass
@@ -110,17 +122,33 @@ class Recipe:
     name: str
     path: Path
     script_args: ScriptArguments
-    training_args: Any  # trl.SFTConfig (imported lazily: trl is slow to import)
+    training_args: Any  # trl.SFTConfig
     model_args: Any  # trl.ModelConfig
-    overrides: list[str]
+    launch_args: LaunchArguments
+    overrides: list[str] = field(default_factory=list)  # the command-line ones, passed on to the job as given
 
     def resolved_config(self) -> dict[str, Any]:
         """Every argument, JSON-serialisable, with the Hub token (the only secret) redacted."""
-        config = {**dataclasses.asdict(self.script_args), **dataclasses.asdict(self.model_args)}
+        config = {
+            **dataclasses.asdict(self.script_args),
+            **dataclasses.asdict(self.model_args),
+            **dataclasses.asdict(self.launch_args),
+        }
         config.update(self.training_args.to_dict())
         # to_dict hides every `*_token` field; eos_token and pad_token are vocabulary, not secrets.
         config.update({key: getattr(self.training_args, key) for key in SPECIAL_TOKEN_FIELDS})
         return json.loads(json.dumps(config, default=str))
+
+
+class RecipeParser(trl.TrlParser):
+    """`TrlParser` over every recipe dataclass that also resolves a recipe's `base:` (see `resolve_bases`)."""
+
+    def __init__(self) -> None:
+        # exit_on_error=False: a bad value raises argparse.ArgumentError instead of printing usage and exiting.
+        super().__init__(recipe_arguments(), exit_on_error=False)
+
+    def set_defaults_with_config(self, **config: Any) -> list[str]:
+        return super().set_defaults_with_config(**resolve_bases(config))
 
 
 def list_recipes() -> list[str]:
@@ -148,73 +176,107 @@ def accelerate_config_path(name_or_path: str) -> Path:
     return path
 
 
-def _parser():
-    from trl import ModelConfig, SFTConfig, TrlParser
-
-    return TrlParser((ScriptArguments, SFTConfig, ModelConfig))
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_recipe_file(path: Path) -> dict[str, Any]:
     try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise RecipeError(f"{path}: invalid YAML ({str(error).splitlines()[0]})") from error
-    if not isinstance(config, dict):
-        raise RecipeError(f"{path}: a recipe must be a YAML mapping of field: value")
-    return config
+        return read_yaml(path)
+    except FileFormatError as error:
+        raise RecipeError(str(error)) from error
 
 
-def _check_field_names(parser, path: Path, config: dict[str, Any]) -> None:
-    known = {action.dest for action in parser._actions} | PARSER_KEYS
-    for key in config:
-        if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1)
-            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise RecipeError(f"{path}: unknown field {key!r}{suggestion}")
+def base_recipes(config: dict[str, Any]) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The file and fields of each recipe that `config` is based on, nearest first (`base:` names a recipe)."""
+    seen: set[Path] = set()
+    while BASE_KEY in config:
+        path = recipe_path(str(config[BASE_KEY])).resolve()
+        if path in seen:
+            raise RecipeError(f"{path}: base recipes form a cycle")
+        seen.add(path)
+        config = _read_recipe_file(path)
+        yield path, config
 
 
-def _overrides_name(overrides: list[str], field_name: str) -> bool:
-    flags = {f"--{field_name}", f"--{field_name.replace('_', '-')}"}
-    return any(arg.split("=", 1)[0] in flags for arg in overrides)
+def resolve_bases(config: dict[str, Any]) -> dict[str, Any]:
+    """A recipe's fields over those of its base recipes (each key replaced whole), without the `base` key."""
+    resolved = dict(config)
+    for _, base in base_recipes(config):
+        resolved = {**base, **resolved}
+    resolved.pop(BASE_KEY, None)
+    return resolved
 
 
-@contextlib.contextmanager
-def _target_hardware_checks_off():
-    """Let a launcher host without a bf16 GPU (a laptop, a login node) validate GPU recipes.
+def read_recipe(name_or_path: str) -> dict[str, Any]:
+    """A recipe's fields with its bases resolved: what TrlParser sets as defaults before the overrides."""
+    return resolve_bases(_read_recipe_file(recipe_path(name_or_path)))
 
-    `TrainingArguments` refuses `bf16` when *this* machine lacks a bf16 GPU; the recipe is meant for the machines it
-    launches on, which check it again when the training script parses it there.
+
+def _known_fields() -> set[str]:
+    return {item.name for arguments in recipe_arguments() for item in dataclasses.fields(arguments) if item.init}
+
+
+def _unknown_field_error(where: str, name: str, known: set[str]) -> RecipeError:
+    hint = difflib.get_close_matches(name, known, n=1)
+    suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return RecipeError(f"{where}: unknown field {name!r}{suggestion}")
+
+
+def check_field_names(path: Path) -> None:
+    """Every key of a recipe and of its bases is a field of a recipe dataclass (else a "did you mean" error)."""
+    known = _known_fields() | {BASE_KEY}
+    config = _read_recipe_file(path)
+    files = [(path, config, known | {ENV_KEY}), *((base_path, base, known) for base_path, base in base_recipes(config))]
+    for file, fields, allowed in files:
+        for key in fields:
+            if key not in allowed:
+                raise _unknown_field_error(str(file), key, allowed)
+
+
+def parse_recipe(args: list[str], *, as_cpu_host: bool = False) -> Recipe:
+    """`--config <recipe.yaml> [--field value ...]`, the arguments `accelerate launch` passes to `scripts/sft.py`.
+
+    Runs go to `outputs/<recipe>/` unless the recipe or an override names an `output_dir`. `as_cpu_host` checks the
+    recipe as a CPU-only machine would (see `load_recipe`) and keeps the recipe's own `use_cpu`.
     """
-    from unittest import mock
-
-    with mock.patch("transformers.training_args.is_torch_bf16_gpu_available", return_value=True):
-        yield
+    if "--config" not in args[:-1]:
+        raise RecipeError("usage: sft.py --config <recipe.yaml> [--field value ...]")
+    path = Path(args[args.index("--config") + 1])
+    parser = RecipeParser()
+    parser.set_defaults(output_dir=str(OUTPUTS_DIR / path.stem))
+    try:
+        *arguments, unknown = parser.parse_args_and_config(
+            [*args, "--use_cpu", "true"] if as_cpu_host else args, return_remaining_strings=True
+        )
+    except RecipeError:
+        raise
+    except argparse.ArgumentError as error:  # a value of the wrong type, or not one of the choices
+        raise RecipeError(f"{path.stem}: {error}") from error
+    except (ValueError, TypeError) as error:  # a dataclass's own checks (SFTConfig, ScriptArguments, ...)
+        raise RecipeError(f"{path.stem}: {str(error).splitlines()[0]}") from error
+    if unknown:
+        flag = unknown[0].split("=", 1)[0]
+        if not flag.startswith("--"):
+            raise RecipeError(f"{path.stem}: unexpected argument {unknown[0]!r}")
+        raise _unknown_field_error(path.stem, flag.removeprefix("--"), _known_fields())
+    recipe = Recipe(path.stem, path, *arguments)
+    if as_cpu_host:  # what the job will resolve: the recipe's values, as SFTConfig.__post_init__ treats use_cpu
+        declared = parser.parse_known_args(args)[0]
+        recipe.training_args.use_cpu = declared.use_cpu
+        recipe.training_args.dataloader_pin_memory = declared.dataloader_pin_memory and not declared.use_cpu
+    return recipe
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None, *, on_launcher: bool = False) -> Recipe:
-    """Parse a recipe plus command-line overrides; `outputs/<recipe>/` unless an `output_dir` is given."""
+    """Check a recipe's field names, then parse it with the overrides.
+
+    The launcher (`on_launcher`) never trains, so it checks a recipe as a CPU host: transformers refuses `bf16`
+    only when `use_cpu` is false and *this* machine has no bf16 GPU, which a laptop or login node launching a GPU
+    recipe does not have; the job checks it again on the machines it trains on.
+    """
     overrides = list(overrides or [])
     path = recipe_path(name_or_path)
-    config = _read_yaml(path)
-    parser = _parser()
-    _check_field_names(parser, path, config)
-    stderr = io.StringIO()
-    checks = _target_hardware_checks_off() if on_launcher else contextlib.nullcontext()
-    try:
-        with checks, contextlib.redirect_stderr(stderr):
-            script_args, training_args, model_args, remaining = parser.parse_args_and_config(
-                args=["--config", str(path), *overrides], return_remaining_strings=True
-            )
-    except SystemExit as error:  # argparse reports bad values by exiting; keep its one-line reason
-        reason = stderr.getvalue().strip().splitlines()[-1] if stderr.getvalue().strip() else "invalid arguments"
-        raise RecipeError(f"{path.stem}: {reason.removeprefix('error: ').split(': error: ')[-1]}") from error
-    except (ValueError, TypeError) as error:
-        raise RecipeError(f"{path.stem}: {str(error).splitlines()[0]}") from error
-    if remaining:
-        raise RecipeError(f"{path.stem}: unknown argument {remaining[0]!r}")
-    if "output_dir" not in config and not _overrides_name(overrides, "output_dir"):
-        training_args.output_dir = str(OUTPUTS_DIR / path.stem)
-    return Recipe(path.stem, path, script_args, training_args, model_args, overrides)
+    check_field_names(path)
+    recipe = parse_recipe(["--config", str(path), *overrides], as_cpu_host=on_launcher)
+    recipe.overrides = overrides
+    return recipe
 
 
 def gradient_accumulation_steps(total_batch_size: int, per_device_batch_size: int, world_size: int) -> int:

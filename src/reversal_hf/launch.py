@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from reversal_hf.configs import Recipe, RecipeError, accelerate_config_path, gradient_accumulation_steps, load_recipe
+from reversal_hf.files import read_yaml
 from reversal_hf.paths import REPO_ROOT
 
 SFT_SCRIPT = Path("scripts/sft.py")
@@ -39,10 +40,9 @@ def _repo_relative(path: Path) -> str:
 
 
 def processes_per_node(recipe: Recipe) -> int:
-    if recipe.script_args.num_processes is not None:
-        return recipe.script_args.num_processes
-    config = yaml.safe_load(accelerate_config_path(recipe.script_args.accelerate_config).read_text())
-    return int(config.get("num_processes", 1))
+    if recipe.launch_args.num_processes is not None:
+        return recipe.launch_args.num_processes
+    return int(read_yaml(accelerate_config_path(recipe.launch_args.accelerate_config)).get("num_processes", 1))
 
 
 def local_dataset_dir(dataset_name: str) -> Path | None:
@@ -64,6 +64,8 @@ def _is_hub_id(name: str) -> bool:
 def check_dataset(recipe: Recipe, *, dry_run: bool) -> None:
     """The dataset config and split exist: read from a local folder, or asked of the Hub (skipped in a dry run)."""
     args = recipe.script_args
+    if not args.dataset_name:
+        raise RecipeError("dataset_name: not set")
     folder = local_dataset_dir(args.dataset_name)
     if folder is not None:
         configs = sorted(p.name for p in (folder / "data").glob("*") if p.is_dir())
@@ -144,7 +146,7 @@ def build_commands(
     main_process_port: int = DEFAULT_MAIN_PROCESS_PORT,
 ) -> list[list[str]]:
     """One `accelerate launch` command per node (machine rank 0..nnodes-1)."""
-    config_file = _repo_relative(accelerate_config_path(recipe.script_args.accelerate_config))
+    config_file = _repo_relative(accelerate_config_path(recipe.launch_args.accelerate_config))
     total_processes = processes_per_node(recipe) * nnodes
     script = [str(SFT_SCRIPT), "--config", _repo_relative(recipe.path), *recipe.overrides]
     head = [accelerate_executable(), "launch", "--config_file", config_file, "--num_processes", str(total_processes)]
@@ -164,9 +166,9 @@ def build_commands(
 def prepare(recipe_name: str, overrides: list[str], *, nnodes: int, dry_run: bool, sweep: bool = False) -> Recipe:
     """Parse and check a recipe (and prepare its model unless `dry_run`): every one-line error happens here."""
     recipe = load_recipe(recipe_name, overrides, on_launcher=True)
-    if recipe.script_args.grid and not sweep:
+    if recipe.launch_args.grid and not sweep:
         raise RecipeError(f"{recipe.name} is a sweep recipe (it has a grid): run `reversal-hf sweep {recipe.name}`")
-    accelerate_config_path(recipe.script_args.accelerate_config)
+    accelerate_config_path(recipe.launch_args.accelerate_config)
     check_batch_size(recipe, processes_per_node(recipe) * nnodes)
     check_dataset(recipe, dry_run=dry_run)
     check_model(recipe, dry_run=dry_run)
@@ -189,14 +191,30 @@ def run_command(command: list[str]) -> int:
     return subprocess.run(command, cwd=REPO_ROOT, env=os.environ.copy()).returncode
 
 
-def build_parser() -> argparse.ArgumentParser:
+def recipe_command_parser(prog: str, what: str, example: str, dry_run_help: str) -> argparse.ArgumentParser:
+    """The command line shared by `train` and `sweep`: a recipe, `--dry-run`, then `--` and recipe overrides."""
     parser = argparse.ArgumentParser(
-        prog="reversal-hf train",
-        allow_abbrev=False,
-        description="Launch a recipe through accelerate. Arguments after `--` override recipe fields.",
+        prog=prog, allow_abbrev=False, description=f"{what} Arguments after `--` override recipe fields."
     )
-    parser.add_argument("recipe", help="recipe name in recipes/ (e.g. exp1_tiny) or a YAML path")
-    parser.add_argument("--dry-run", action="store_true", help="print the command(s) and resolved config, run nothing")
+    parser.add_argument("recipe", help=f"recipe name in recipes/ (e.g. {example}) or a YAML path")
+    parser.add_argument("--dry-run", action="store_true", help=dry_run_help)
+    return parser
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The launcher's own flags, and the recipe overrides: after `--`, and any flag the launcher does not know."""
+    launcher_argv, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
+    args, unknown = parser.parse_known_args(launcher_argv)
+    return args, [*unknown, *overrides]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = recipe_command_parser(
+        "reversal-hf train",
+        "Launch a recipe through accelerate.",
+        "exp1_tiny",
+        "print the command(s) and resolved config, run nothing",
+    )
     parser.add_argument("--nnodes", type=int, default=1, help="number of nodes (multi-node ZeRO-3)")
     parser.add_argument("--machine-rank", type=int, help="this node's rank (multi-node runs; Slurm: $SLURM_NODEID)")
     parser.add_argument(
@@ -209,14 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    launcher_argv, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
-    args, unknown = build_parser().parse_known_args(launcher_argv)
+    args, overrides = parse_command_line(build_parser(), argv)
     try:
         if args.nnodes < 1:
             raise RecipeError("--nnodes must be at least 1")
         if args.machine_rank is not None and not 0 <= args.machine_rank < args.nnodes:
             raise RecipeError(f"--machine-rank must be in 0..{args.nnodes - 1}")
-        recipe = prepare(args.recipe, [*unknown, *overrides], nnodes=args.nnodes, dry_run=args.dry_run)
+        recipe = prepare(args.recipe, overrides, nnodes=args.nnodes, dry_run=args.dry_run)
         commands = build_commands(
             recipe, nnodes=args.nnodes, main_process_ip=args.main_process_ip, main_process_port=args.main_process_port
         )

@@ -44,8 +44,8 @@ def run_folder_name(point: dict[str, Any], seed: int) -> str:
 
 def expand(recipe: Recipe) -> list[SweepRun]:
     """Every grid point × seed of a recipe, in grid order (a recipe without a grid sweeps its seeds only)."""
-    grid = recipe.script_args.grid or {}
-    seeds = recipe.script_args.seeds or [recipe.training_args.seed]
+    grid = recipe.launch_args.grid or {}
+    seeds = recipe.launch_args.seeds or [recipe.training_args.seed]
     base = Path(recipe.training_args.output_dir)
     points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
     return [SweepRun(point, seed, base / run_folder_name(point, seed)) for point in points for seed in seeds]
@@ -63,20 +63,16 @@ def plan(recipe: Recipe, overrides: list[str]) -> list[tuple[SweepRun, Recipe]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="reversal-hf sweep",
-        allow_abbrev=False,
-        description="Run every grid point and seed of a recipe. Arguments after `--` override recipe fields.",
+    return launch.recipe_command_parser(
+        "reversal-hf sweep",
+        "Run every grid point and seed of a recipe.",
+        "exp1_llama7b_sweep",
+        "list the runs and their commands, run nothing",
     )
-    parser.add_argument("recipe", help="recipe name in recipes/ (e.g. exp1_llama7b_sweep) or a YAML path")
-    parser.add_argument("--dry-run", action="store_true", help="list the runs and their commands, run nothing")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    sweep_argv, overrides = launch.split_overrides(sys.argv[1:] if argv is None else argv)
-    args, unknown = build_parser().parse_known_args(sweep_argv)
-    overrides = [*unknown, *overrides]
+    args, overrides = launch.parse_command_line(build_parser(), argv)
     try:
         recipe = launch.prepare(args.recipe, overrides, nnodes=1, dry_run=True, sweep=True)
         runs = plan(recipe, overrides)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reversal_hf import paths, run_folder
-from reversal_hf.configs import Recipe, RecipeError, gradient_accumulation_steps, load_recipe
+from reversal_hf.configs import Recipe, RecipeError, gradient_accumulation_steps, parse_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -260,20 +260,11 @@ def end_distributed(*, synchronize: bool) -> None:
         dist.destroy_process_group()
 
 
-def split_config_argument(argv: list[str]) -> tuple[str, list[str]]:
-    """`--config recipes/x.yaml [overrides]` → the recipe path and the overrides."""
-    if "--config" not in argv or argv.index("--config") == len(argv) - 1:
-        raise RecipeError("usage: sft.py --config <recipe.yaml> [--field value ...]")
-    index = argv.index("--config")
-    return argv[index + 1], argv[:index] + argv[index + 2 :]
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     succeeded = False
     try:
-        config, overrides = split_config_argument(sys.argv[1:] if argv is None else argv)
-        run(load_recipe(config, overrides))
+        run(parse_recipe(sys.argv[1:] if argv is None else argv))
         succeeded = True
     except (RecipeError, TrainError) as error:
         print(f"error: {error}", file=sys.stderr)
