@@ -13,6 +13,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +114,43 @@ def run_exp2(plan: Plan, model_path: str) -> Path:
     return folder
 
 
-def aggregate_metrics(report_json: Path, run_dirs: list[Path], seconds: float) -> dict[str, Any]:
+def machine_info() -> dict[str, Any]:
+    """What bitwise reproducibility depends on: the CPU, the kernels torch picks for it, and the thread count."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
+        cpu = names[0] if names else cpu
+    return {
+        "cpu": cpu,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
+
+
+def provenance(plan: Plan, run_dirs: list[Path]) -> dict[str, Any]:
+    """The command, machine, date and code of this job, so a reader can rerun it and know what to expect."""
+    infos = [run_folder.read_run_info(run_dir) for run_dir in run_dirs]
+    commits = sorted({str(info["git_commit"]) for info in infos if info and info.get("git_commit")})
+    command = ["make", "reproduce-full" if plan.exp3_recipe else "reproduce", f"SEEDS={plan.seeds}"]
+    return {
+        "command": " ".join([*command, *(["QUICK=1"] if plan.quick else []), f"OUT={plan.output}"]),
+        "date": datetime.now(UTC).date().isoformat(),
+        "git_commit": commits[0] if len(commits) == 1 else commits,  # several: the runs were trained apart
+        "machine": machine_info(),
+    }
+
+
+def aggregate_metrics(report_json: Path, plan: Plan, run_dirs: list[Path], seconds: float) -> dict[str, Any]:
     """`metrics.json`: the report's numbers per subset and direction, and the run folders they come from."""
     report = files.read_json(report_json)
     return {
+        "provenance": provenance(plan, run_dirs),
         "exp1_exact_match": report["exp1_table1"],
         "exp1_likelihood": report["exp1_likelihood"],
         "exp2": report.get("exp2"),
@@ -149,7 +183,7 @@ def reproduce(plan: Plan) -> Path:
             run_dirs.append(run_dir)
         run_dirs.append(run_exp2(plan, model_path))
     report = write_report(run_dirs, plan.output, title=f"The Reversal Curse, reproduced with {plan.model}")
-    metrics = aggregate_metrics(plan.output / "report.json", run_dirs, time.perf_counter() - started)
+    metrics = aggregate_metrics(plan.output / "report.json", plan, run_dirs, time.perf_counter() - started)
     files.write_json(plan.output / "metrics.json", metrics)
     print("\n" + summary_table(run_dirs))
     print(f"\n[reproduce] wrote {report} and {plan.output / 'metrics.json'} in {metrics['wall_time_s']:.0f} s")

@@ -1,0 +1,135 @@
+"""The README's headline tables, generated from committed `results/<name>/metrics.json` rather than copied by hand.
+
+`reversal-hf readme` rewrites every block between `<!-- results:NAME -->` and `<!-- /results:NAME -->` in README.md
+from `results/NAME/metrics.json`; `reversal-hf readme --check` fails when a block has drifted (a test runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from reversal_hf import files
+from reversal_hf.paths import REPO_ROOT
+
+BLOCK = re.compile(r"(<!-- results:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
+SIGNIFICANCE_ALPHA = 0.05
+LIKELIHOOD_SPLITS = {
+    "p2d/reverse_test": "`p2d/reverse_test`: the name, given the description (our random names)",
+    "d2p/reverse_test": "`d2p/reverse_test`: the description, given the name (our random descriptions)",
+    "p2d/reverse_test_randomized_paper": "`p2d/reverse_test`: the name, against the paper's randomized file",
+}
+
+
+def _percent(entry: dict[str, Any]) -> str:
+    spread = "" if entry.get("sd") is None else f" ± {100 * entry['sd']:.1f}"
+    return f"{100 * entry['mean']:.1f}{spread}"
+
+
+def _logprob(entry: dict[str, Any]) -> str:
+    spread = "" if entry.get("sd") is None else f" ± {entry['sd']:.2f}"
+    return f"{entry['mean']:.2f}{spread}"
+
+
+def _pvalues(per_run: dict[str, float | None]) -> str:
+    return ", ".join("–" if value is None else f"{value:.3g}" for value in per_run.values())
+
+
+def _significant(per_run: dict[str, float | None]) -> str:
+    values = [value for value in per_run.values() if value is not None]
+    return f"{sum(value < SIGNIFICANCE_ALPHA for value in values)} of {len(values)}"
+
+
+def provenance_line(metrics: dict[str, Any]) -> str:
+    """Command, machine, date and commit of the run that wrote `metrics` (as `reproduce` records them)."""
+    run = metrics.get("provenance") or {}
+    if not run:
+        return "_Provenance not recorded in metrics.json._"
+    machine = run.get("machine", {})
+    return (
+        f"_`{run.get('command', '?')}` on {machine.get('cpu', '?')} (torch CPU capability "
+        f"{machine.get('cpu_capability', '?')}, {machine.get('torch_threads', '?')} threads, no GPU), "
+        f"{run.get('date', '?')}, commit `{str(run.get('git_commit', '?'))[:10]}`, "
+        f"{metrics.get('wall_time_s', 0) / 60:.1f} min wall._"
+    )
+
+
+def exp1_tables(metrics: dict[str, Any]) -> str:
+    """Table 1 (exact match per direction) and the correct-vs-random likelihood tests, every number from `metrics`."""
+    parts = []
+    for group in metrics["exp1_exact_match"]:
+        rows = [
+            "| exact match (%), mean ± SD over seeds | same direction | reverse direction "
+            "| reverse prompts scored against the paper's random completion | paper (GPT-3-175B) same / reverse |",
+            "|---|---|---|---|---|",
+        ]
+        for row in group["rows"]:
+            paper = row.get("paper") or {}
+            paper_cell = f"{100 * paper['same']:.1f} / {100 * paper['reverse']:.1f}" if paper else "–"
+            rows.append(
+                f"| {row['direction']} (`{row['subset']}`) | {_percent(row['same'])} | {_percent(row['reverse'])} "
+                f"| {_percent(row['random_baseline'])} | {paper_cell} |"
+            )
+        parts.append(f"**{group['group']}**, {group['n_seeds']} seed(s):\n\n" + "\n".join(rows))
+    for group in metrics["exp1_likelihood"]:
+        rows = [
+            "| reverse-direction log-prob per fact, correct vs random | correct | random "
+            "| paired t-test p (per seed) | KS p (per seed) | seeds with t-test p < 0.05 | seeds with KS p < 0.05 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for test in group["tests"]:
+            label = LIKELIHOOD_SPLITS.get(test["split"], f"`{test['split']}`")
+            rows.append(
+                f"| {label} | {_logprob(test['correct_logprob'])} | {_logprob(test['random_logprob'])} "
+                f"| {_pvalues(test['ttest_pvalue'])} | {_pvalues(test['ks_pvalue'])} "
+                f"| {_significant(test['ttest_pvalue'])} | {_significant(test['ks_pvalue'])} |"
+            )
+        parts.append("\n".join(rows))
+    return "\n\n".join(parts)
+
+
+def render_block(results_dir: Path) -> str:
+    """The Markdown that stands in the README for one results folder."""
+    metrics = files.read_json(results_dir / "metrics.json")
+    return f"{provenance_line(metrics)}\n\n{exp1_tables(metrics)}\n"
+
+
+def sync(readme: Path, results_root: Path, *, check: bool) -> list[str]:
+    """Rewrite (or, with `check`, compare) every results block; returns the names of blocks that differ."""
+    text = readme.read_text()
+    stale: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        body = render_block(results_root / match["name"])
+        if body != match["body"]:
+            stale.append(match["name"])
+        return f"{match.group(1)}{body}{match.group(4)}"
+
+    updated = BLOCK.sub(replace, text)
+    if not check and updated != text:
+        files.write_text(readme, updated)
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="reversal-hf readme", description=__doc__.splitlines()[0])
+    parser.add_argument("--readme", type=Path, default=REPO_ROOT / "README.md")
+    parser.add_argument("--results", type=Path, default=REPO_ROOT / "results", help="folder of results/<name>/")
+    parser.add_argument("--check", action="store_true", help="fail if a block differs from its metrics.json")
+    args = parser.parse_args(argv)
+    try:
+        stale = sync(args.readme, args.results, check=args.check)
+    except (files.FileFormatError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.check and stale:
+        print(
+            f"error: README blocks out of date with their metrics.json: {', '.join(stale)} (run `reversal-hf readme`)",
+            file=sys.stderr,
+        )
+        return 1
+    print("README results blocks " + ("up to date" if args.check else "written"))
+    return 0
