@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("reversal_hf.evaluation", "Evaluate a run folder or model: eval {exp1,exp2,exp3} ..."),
     "report": ("reversal_hf.report", "Write the Markdown report and figures for run folders."),
     "reproduce": ("reversal_hf.reproduce", "The main job: build, train, evaluate and report Experiment 1."),
-    "readme": ("reversal_hf.reporting.readme", "Write (or --check) the README's results tables from results/*/metrics.json."),
+    "readme": ("reversal_hf.reporting.readme", "Write (or --check) the README's results tables from metrics.json."),
 }
 
 
