@@ -77,6 +77,11 @@ report: install
 reproduce: build/datasets/reversal-exp1
 	$(RHF) reproduce --seeds $(SEEDS) $(if $(QUICK),--quick) --output $(OUT)
 
+# The committed guard of results/tiny_exp1 (tests/test_reproduce.py): one quick seed, one thread, like the test suite.
+reproduce-quick-fixture: build/datasets/reversal-exp1
+	rm -rf results/tiny_exp1_quick
+	OMP_NUM_THREADS=1 $(RHF) reproduce --seeds 1 --quick --output results/tiny_exp1_quick
+
 reproduce-full: data
 	$(RHF) reproduce --full --model smollm2-135m --seeds $(SEEDS) --output results/smollm2_135m
 

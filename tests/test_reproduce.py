@@ -1,20 +1,56 @@
-"""The main job end to end, shortened: `make reproduce SEEDS=1 QUICK=1` (one seed, a few steps, a few examples)."""
+"""The main job end to end, shortened: `make reproduce SEEDS=1 QUICK=1` (one seed, a few steps, a few examples).
+
+The same run also guards the committed results: `results/tiny_exp1_quick/` was written by this very command
+(`make reproduce-quick-fixture`) at the commit that wrote `results/tiny_exp1/`, so when code changes what training or
+evaluation produce, this test fails until both are regenerated; the numbers can never silently go stale.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from reversal_hf import files
 from reversal_hf.paths import REPO_ROOT
+from reversal_hf.reproduce import machine_info
 
 SPLITS = ["p2d/test", "p2d/reverse_test", "d2p/test", "d2p/reverse_test", "both/test", "all/validation"]
+COMMITTED_QUICK = REPO_ROOT / "results" / "tiny_exp1_quick"
+# Bitwise on the machine kind and thread count that wrote the fixture; elsewhere other SIMD kernels reorder sums.
+OTHER_MACHINE_RTOL = 1e-3
+
+
+def numbers(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Every number under `exact_match` and `likelihood`, keyed by its path (paths and dates left out)."""
+    found: dict[str, float] = {}
+    for key, value in metrics.items():
+        path = f"{prefix}/{key}"
+        if isinstance(value, dict) and (prefix or key in ("exact_match", "likelihood")):
+            found |= numbers(value, path)
+        elif prefix and isinstance(value, int | float) and not isinstance(value, bool):
+            found[path] = float(value)
+    return found
+
+
+def assert_same_numbers(ours: dict[str, float], committed: dict[str, float], rtol: float) -> None:
+    assert ours.keys() == committed.keys()
+    differ = {
+        key: (ours[key], committed[key])
+        for key in ours
+        if not math.isclose(ours[key], committed[key], rel_tol=rtol, abs_tol=rtol)
+    }
+    assert not differ, (
+        f"results/tiny_exp1* are stale (run `make reproduce-quick-fixture` and `make reproduce`): {differ}"
+    )
 
 
 @pytest.mark.slow
-def test_make_reproduce_quick_writes_report_and_metrics(tmp_path: Path) -> None:
+def test_make_reproduce_quick_writes_report_and_metrics_matching_the_committed_run(tmp_path: Path) -> None:
     out = tmp_path / "reproduce"
     result = subprocess.run(
         ["make", "-s", "reproduce", "SEEDS=1", "QUICK=1", f"OUT={out}"],
@@ -35,6 +71,7 @@ def test_make_reproduce_quick_writes_report_and_metrics(tmp_path: Path) -> None:
             assert 0.0 <= row[column]["mean"] <= 1.0
     likelihood = {test["split"] for entry in metrics["exp1_likelihood"] for test in entry["tests"]}
     assert {"p2d/reverse_test", "d2p/reverse_test"} <= likelihood
+    assert metrics["provenance"]["machine"]["cpu_capability"]
 
     report = (out / "report.md").read_text()
     assert "Table 1" in report and "NameToDescription" in report and "DescriptionToName" in report
@@ -44,3 +81,22 @@ def test_make_reproduce_quick_writes_report_and_metrics(tmp_path: Path) -> None:
     assert set(SPLITS) <= set(run_metrics["exact_match"])
     run_info = json.loads((Path(run_dir) / "run_info.json").read_text())
     assert run_metrics["dataset"]["content_hash"] == run_info["dataset"]["content_hash"]
+
+    committed = files.read_json(COMMITTED_QUICK / "metrics.json")
+    committed_run = files.read_json(COMMITTED_QUICK / "runs" / "exp1-seed0" / "eval" / "exp1_metrics.json")
+    here, there = machine_info(), committed["provenance"]["machine"]
+    same_machine = (here["cpu_capability"], here["torch_threads"]) == (there["cpu_capability"], there["torch_threads"])
+    assert_same_numbers(numbers(run_metrics), numbers(committed_run), 0.0 if same_machine else OTHER_MACHINE_RTOL)
+
+
+def test_committed_quick_fixture_and_full_results_come_from_one_commit() -> None:
+    quick = files.read_json(COMMITTED_QUICK / "metrics.json")["provenance"]
+    full = files.read_json(REPO_ROOT / "results" / "tiny_exp1" / "metrics.json")["provenance"]
+    assert quick["git_commit"] == full["git_commit"]
+    assert quick["machine"]["torch_threads"] == 1  # the thread count the test suite runs with
+
+
+def test_readme_results_tables_match_the_committed_metrics() -> None:
+    from reversal_hf.reporting.readme import main
+
+    assert main(["--check"]) == 0
