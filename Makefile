@@ -23,7 +23,8 @@ GPU_SITE ?= /tmp/reversal-hf-gpu-site
 
 DATASETS := build/datasets/reversal-exp1 build/datasets/reversal-exp2 build/datasets/reversal-exp3
 
-.PHONY: install test lint data push-data train sweep eval report reproduce reproduce-full models bench gpu-wheels \
+.PHONY: install test lint data push-data train sweep eval report reproduce reproduce-quick-fixture reproduce-full \
+	models bench gpu-wheels \
 	gpu-check clean
 
 $(STAMP): pyproject.toml
