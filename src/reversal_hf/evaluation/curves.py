@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
 from reversal_hf import run_folder
 from reversal_hf.evaluation.exp1 import Exp1Data, Exp1Options, evaluate_prompt_tuning, prompt_tuning_fact
@@ -131,7 +131,8 @@ class EvalCurvesCallback(TrainerCallback):
             point = self.held_out.measure(runner)
         finally:
             model.train(was_training)
-        self.trainer.log(log_entry({**point, "runtime_s": round(time.monotonic() - started, 3)}))
+        # The base Trainer.log: SFTTrainer.log would fold the training metrics it is averaging into this entry.
+        Trainer.log(self.trainer, log_entry({**point, "runtime_s": round(time.monotonic() - started, 3)}))
         self._write(args, state)
 
     def _write(self, args, state) -> None:
