@@ -115,13 +115,13 @@ class EvalCurvesCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.every_steps and (state.global_step % self.every_steps == 0 or state.global_step == state.max_steps):
-            self._measure(args, state)
+            self._measure(args, state, control)
 
     def on_epoch_end(self, args, state, control, **kwargs):
         if self.every_steps is None:
-            self._measure(args, state)
+            self._measure(args, state, control)
 
-    def _measure(self, args, state) -> None:
+    def _measure(self, args, state, control) -> None:
         model = self.trainer.model
         was_training = model.training
         model.eval()
@@ -131,8 +131,11 @@ class EvalCurvesCallback(TrainerCallback):
             point = self.held_out.measure(runner)
         finally:
             model.train(was_training)
-        # The base Trainer.log: SFTTrainer.log would fold the training metrics it is averaging into this entry.
+        # The base Trainer.log: SFTTrainer.log would fold the training metrics it is averaging into this entry. Logging
+        # clears `should_log`, which this step's own training log (right after on_step_end) still needs.
+        should_log = control.should_log
         Trainer.log(self.trainer, log_entry({**point, "runtime_s": round(time.monotonic() - started, 3)}))
+        control.should_log = should_log
         self._write(args, state)
 
     def _write(self, args, state) -> None:
