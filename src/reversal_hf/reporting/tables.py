@@ -274,7 +274,7 @@ def curves_table(groups: list[RunGroup], block: str) -> list[dict[str, Any]]:
     accuracies) per training step, mean ± SD/SE over the group's seeds; groups without it are left out."""
     table = []
     for group in groups:
-        points: dict[float, dict[str, Any]] = {}
+        points: dict[int, dict[str, Any]] = {}
         for run in group.runs:
             for point in (run.curves or {}).get("points", []):
                 for name, value in (point.get(block) or {}).items():
