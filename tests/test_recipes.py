@@ -178,6 +178,8 @@ def test_launcher_checks_gpu_recipes_without_changing_them():
         (["--accelerate_config", "zero9"], "accelerate_config"),
         (["--total_batch_size", "100", "--per_device_train_batch_size", "64"], "total_batch_size"),
         (["--model_name_or_path", "not a model id!"], "model_name_or_path"),
+        (["--eval_curves_every", "often"], "eval_curves_every"),
+        (["--eval_curves_max_examples", "0"], "eval_curves_max_examples"),
     ],
 )
 def test_bad_fields_are_one_line_errors(overrides, field, exp1_dataset_dir: Path, capsys: pytest.CaptureFixture):

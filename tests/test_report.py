@@ -24,15 +24,28 @@ SEEDS = (0, 1, 2)
 EXP1_SPLITS = [f"{s}/{t}" for s in ("p2d", "d2p") for t in ("test", "reverse_test", "reverse_test_randomized")]
 EXP1_SPLITS += ["both/test", "all/validation"]
 LIKELIHOOD_SPLITS = ("p2d/reverse_test", "d2p/reverse_test")
+CURVE_SPLITS = ("p2d/test", "p2d/reverse_test", "d2p/test", "d2p/reverse_test")
 
 
-def _write_run(folder: Path, info: dict | None, metrics: dict[str, dict]) -> Path:
+def _write_run(folder: Path, info: dict | None, metrics: dict[str, dict], curves: dict | None = None) -> Path:
     (folder / "eval").mkdir(parents=True)
     if info is not None:
         (folder / "run_info.json").write_text(json.dumps(info))
     for experiment, payload in metrics.items():
         (folder / "eval" / f"{experiment}_metrics.json").write_text(json.dumps(payload))
+    if curves is not None:
+        (folder / "curves.json").write_text(json.dumps(curves))
     return folder
+
+
+def _curves(rng: random.Random, blocks: dict[str, tuple[str, ...]], epochs: int = 3) -> dict:
+    """curves.json of a run evaluated every epoch (2 steps each): a random value per block entry and epoch."""
+    points = [
+        {"step": 2 * epoch, "epoch": float(epoch), "runtime_s": 0.5}
+        | {block: {name: rng.random() for name in names} for block, names in blocks.items()}
+        for epoch in range(1, epochs + 1)
+    ]
+    return {"experiment": "exp1", "every": "epoch", "max_examples": 10, "points": points}
 
 
 def _info(recipe: str, seed: int, experiment: str = "exp1", mode: str = "full", **hyperparameters) -> dict:
@@ -112,6 +125,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
                     rng, seed, prompt_tuning={n: rng.uniform(1, 4) for n in report.tables.PROMPT_TUNING_LOSSES}
                 )
             },
+            _curves(rng, {"exact_match": CURVE_SPLITS, "prompt_tuning": report.tables.PROMPT_TUNING_LOSSES}),
         )
         for seed in SEEDS
     ]
@@ -138,7 +152,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
             "answer_to_question/test": {"accuracy": 0.03, "n": 100},
         },
     }
-    exp3 = [_write_run(root / "exp3-s0", _info("exp3_tiny", 0, experiment="exp3"), {"exp3": exp3_metrics})]
+    exp3_curves = _curves(rng, {"exact_match": ("question_to_answer/test", "answer_to_question/test")})
+    exp3 = [_write_run(root / "exp3-s0", _info("exp3_tiny", 0, experiment="exp3"), {"exp3": exp3_metrics}, exp3_curves)]
     return {"main": main, "sweep": sweep, "prompt_tuning": prompt_tuning, "exp2": exp2, "exp3": exp3}
 
 
@@ -216,6 +231,39 @@ def test_sweep_grid_and_prompt_tuning(runs: dict[str, list[Path]], written: Path
     assert f"{statistics.fmean(losses):.3f} ± {se:.3f}" in markdown
 
 
+def test_learning_curves_per_epoch(runs: dict[str, list[Path]], written: Path) -> None:
+    """Figure 9 (prompt-tuning losses per epoch, mean ± SE over seeds) and Figure 11 (Exp 3 accuracy per epoch)."""
+    data = _json(written)
+    (pt,) = data["prompt_tuning_curves"]
+    assert [point["epoch"] for point in pt["points"]] == [1.0, 2.0, 3.0] and pt["run_dirs"] == [
+        str(d) for d in runs["prompt_tuning"]
+    ]
+    curves = [json.loads((d / "curves.json").read_text())["points"][1] for d in runs["prompt_tuning"]]
+    losses = [point["prompt_tuning"]["reverse_loss"] for point in curves]
+    se = statistics.stdev(losses) / math.sqrt(len(losses))
+    cell = pt["points"][1]["series"]["reverse_loss"]
+    assert cell["mean"] == pytest.approx(statistics.fmean(losses)) and cell["se"] == pytest.approx(se)
+    markdown = (written / "report.md").read_text()
+    assert "## Prompt tuning losses per epoch (Figure 9)" in markdown
+    assert f"| 2 | 4 | {_number_cell(curves, 'same_order_loss')} | {statistics.fmean(losses):.3f} ± {se:.3f} |" in (
+        markdown
+    )
+    (exp1,) = data["exp1_curves"]
+    assert list(exp1["points"][0]["series"]) == list(CURVE_SPLITS)
+    (exp3,) = data["exp3_curves"]
+    exp3_points = json.loads((runs["exp3"][0] / "curves.json").read_text())["points"]
+    accuracy = exp3_points[2]["exact_match"]["answer_to_question/test"]
+    assert exp3["points"][2]["series"]["answer_to_question/test"]["mean"] == accuracy
+    assert "## Experiment 3: accuracy per epoch (Figure 11)" in markdown
+    same = exp3_points[2]["exact_match"]["question_to_answer/test"]
+    assert f"| 3 | 6 | {100 * same:.1f} | {100 * accuracy:.1f} |" in markdown
+
+
+def _number_cell(points: list[dict], loss: str) -> str:
+    values = [point["prompt_tuning"][loss] for point in points]
+    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values) / math.sqrt(len(values)):.3f}"
+
+
 def test_exp2_beside_paper_and_exp3(written: Path) -> None:
     data = _json(written)
     assert data["exp2"]["ours"][0]["parent_accuracy"] == 0.4
@@ -254,6 +302,9 @@ def test_figures_are_valid_pngs(written: Path) -> None:
         "fig6_exp3.png",
         "sweep1_exp1.png",
         "fig9_prompt_tuning.png",
+        "fig9_prompt_tuning_curves.png",
+        "exp1_curves.png",
+        "fig11_exp3_curves.png",
     }
     assert set(data["figures"]) == expected
     markdown = (written / "report.md").read_text()
@@ -282,6 +333,13 @@ def test_summary_table(runs: dict[str, list[Path]]) -> None:
         ),
         (lambda d: (d / "run_info.json").write_text('{"recipe": "r"}'), "missing field 'seed'"),
         (lambda d: (d / "eval" / "exp1_metrics.json").write_text('{"exact_match": {"p2d/test": {}}}'), "'accuracy'"),
+        (lambda d: (d / "curves.json").write_text('{"points": [{"step": 1}]}'), "points[0] has no numeric 'step'"),
+        (
+            lambda d: (d / "curves.json").write_text(
+                '{"points": [{"step": 1, "epoch": 1, "exact_match": {"x": "a"}}]}'
+            ),
+            "points[0].exact_match holds a value that is not a number",
+        ),
     ],
 )
 def test_bad_input_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture, breakage, message: str) -> None:

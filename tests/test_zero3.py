@@ -43,7 +43,11 @@ print(json.dumps(report))
 
 def _mode_overrides(mode: str, fact: str) -> list[str]:
     if mode == "prompt_tuning":  # PEFT drops position_ids, so the padding-free collator is off (configs.py)
-        return ["--dataset_config", "p2d", "--prompt_tuning_fact", fact, "--isolated_padding_free", "false"]
+        return [
+            *("--dataset_config", "p2d", "--prompt_tuning_fact", fact, "--isolated_padding_free", "false"),
+            # Learning curves: every rank generates and scores (ZeRO-3 gathers parameters in each forward pass).
+            *("--eval_curves", "true", "--eval_curves_every", "2", "--eval_curves_max_examples", "2"),
+        ]
     return []
 
 
@@ -79,6 +83,13 @@ def test_zero3_partitions_parameters_across_two_ranks(zero3_runs: dict[str, Path
     assert partition is not None, "parameters were not ZeRO-3 partitioned"
     # Each rank holds its half of every parameter (rounded up), not the whole model.
     assert partition["total_numel"] / 2 <= partition["local_numel"] < partition["total_numel"] * 0.6
+
+
+def test_zero3_prompt_tuning_measures_learning_curves(zero3_runs: dict[str, Path]):
+    """Points at step 2 and the last step, 3; training went on after each (inference tensors would have stopped it)."""
+    curves = json.loads((zero3_runs["prompt_tuning"] / "curves.json").read_text())
+    assert [point["step"] for point in curves["points"]] == [2, 3]
+    assert all(math.isfinite(point["prompt_tuning"]["reverse_loss"]) for point in curves["points"])
 
 
 def test_zero3_saved_models_reload_in_a_fresh_process(zero3_runs: dict[str, Path], tiny_model_dir: Path):

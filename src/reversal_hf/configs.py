@@ -75,6 +75,20 @@ class ScriptArguments(trl.ScriptArguments):
     num_virtual_tokens: int | None = field(
         default=None, metadata={"help": "Soft prompt length; default: the token count of the fact's text."}
     )
+    eval_curves: bool = field(
+        default=False,
+        metadata={
+            "help": "Learning curves (Figures 9 and 11): evaluate the held-out splits during training into the "
+            "trainer's log history, `report_to` and <output_dir>/curves.json (reversal_hf.evaluation.curves)."
+        },
+    )
+    eval_curves_every: str = field(
+        default="epoch", metadata={"help": "When to measure a curve point: `epoch`, or every N optimizer steps."}
+    )
+    eval_curves_max_examples: int | None = field(
+        default=None,
+        metadata={"help": "Evenly spaced rows per exact-match split for each curve point (all rows: none)."},
+    )
 
     def __post_init__(self) -> None:
         if self.isolated_padding_free and self.training_mode == "prompt_tuning":
@@ -82,6 +96,11 @@ class ScriptArguments(trl.ScriptArguments):
             raise ValueError("isolated_padding_free does not work with prompt tuning: set it to false")
         if self.prompt_tuning_fact is not None and self.training_mode != "prompt_tuning":
             raise ValueError("prompt_tuning_fact needs training_mode: prompt_tuning")
+        self.eval_curves_every = str(self.eval_curves_every)  # a YAML number arrives as an int
+        if self.eval_curves_every != "epoch" and not (self.eval_curves_every.isdigit() and int(self.eval_curves_every)):
+            raise ValueError(f"eval_curves_every: `epoch` or a number of steps, got {self.eval_curves_every!r}")
+        if self.eval_curves_max_examples is not None and self.eval_curves_max_examples < 1:
+            raise ValueError(f"eval_curves_max_examples: at least 1, got {self.eval_curves_max_examples}")
 
 
 @dataclass

@@ -22,6 +22,16 @@ from reversal_hf.reporting.runs import ReportInputError, Run, group_runs, load_r
 DEFAULT_TITLE = "The Reversal Curse: reproduction report"
 SWEEP_SPLITS = {"exp1": tables.EXP1_SWEEP_SPLITS, "exp3": ()}
 NOT_AVAILABLE = "–"
+# Accuracy-per-epoch sections: (report data key, heading, figure file, figure title).
+CURVE_SECTIONS = (
+    ("exp1_curves", "Experiment 1: exact match per epoch", "exp1_curves.png", "Experiment 1: held-out exact match"),
+    (
+        "exp3_curves",
+        "Experiment 3: accuracy per epoch (Figure 11)",
+        "fig11_exp3_curves.png",
+        "Figure 11 style: Experiment 3 held-out accuracy per epoch",
+    ),
+)
 
 
 def _percent_value(fraction: float | None) -> str:
@@ -57,6 +67,9 @@ def collect(runs: list[Run]) -> dict[str, Any]:
         "exp3": tables.exp3_table(exp3),
         "sweeps": tables.sweeps(exp1 + exp3, SWEEP_SPLITS),
         "prompt_tuning": tables.prompt_tuning_table(exp1 + exp3),
+        "prompt_tuning_curves": tables.curves_table(exp1, "prompt_tuning"),
+        "exp1_curves": tables.curves_table(exp1, "exact_match"),
+        "exp3_curves": tables.curves_table(exp3, "exact_match"),
     }
 
 
@@ -156,6 +169,22 @@ def prompt_tuning_rows(table: list[dict[str, Any]]) -> Rows:
     ]
 
 
+def _epoch(epoch: float) -> str:
+    return f"{round(epoch, 2):g}"
+
+
+def curve_rows(table: list[dict[str, Any]], cell: Callable[[dict[str, Any] | None], str], unit: str) -> Rows:
+    """One row per run set and curve point; a column per series (split or loss) found in any run set."""
+    series = list(dict.fromkeys(name for group in table for point in group["points"] for name in point["series"]))
+    rows = [
+        [group["group"], str(group["n_seeds"]), _epoch(point["epoch"]), str(point["step"])]
+        + [cell(point["series"].get(name)) for name in series]
+        for group in table
+        for point in group["points"]
+    ]
+    return ["model", "seeds", "epoch", "step", *(f"{name} {unit}" for name in series)], rows
+
+
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
@@ -193,6 +222,13 @@ def _figure_jobs(data: dict[str, Any]) -> list[tuple[str, Callable[[Path], Path]
         jobs.append((_sweep_figure_name(index, grid), lambda p, g=grid: figures.sweep_figure(g, p)))
     if data["prompt_tuning"]:
         jobs.append(("fig9_prompt_tuning.png", lambda p: figures.prompt_tuning_figure(data["prompt_tuning"], p)))
+    if data["prompt_tuning_curves"]:
+        jobs.append(
+            ("fig9_prompt_tuning_curves.png", lambda p: figures.loss_curves_figure(data["prompt_tuning_curves"], p))
+        )
+    for key, _, name, title in CURVE_SECTIONS:
+        if data[key]:
+            jobs.append((name, lambda p, k=key, t=title: figures.accuracy_curves_figure(data[k], p, t)))
     return jobs
 
 
@@ -264,6 +300,25 @@ def render_markdown(title: str, data: dict[str, Any], figure_files: dict[str, st
             + image("fig9_prompt_tuning.png", "Figure 9 style: prompt tuning losses"),
             _runs_used(data["prompt_tuning"]),
         ]
+    if data["prompt_tuning_curves"]:
+        parts += [
+            "## Prompt tuning losses per epoch (Figure 9)",
+            "Measured during training on the tuned fact's held-out prompts (`eval_curves`, curves.json); "
+            "mean ± SE over seeds.\n\n"
+            + markdown_table(*curve_rows(data["prompt_tuning_curves"], lambda e: _number(e, "se"), "(± SE)"))
+            + image("fig9_prompt_tuning_curves.png", "Figure 9 style: prompt-tuning loss per epoch"),
+            _runs_used(data["prompt_tuning_curves"]),
+        ]
+    for key, heading, name, title in CURVE_SECTIONS:
+        if data[key]:
+            parts += [
+                f"## {heading}",
+                "Held-out exact match (%) measured during training (`eval_curves`, curves.json; "
+                "`max_examples` rows per split), mean ± SD over seeds.\n\n"
+                + markdown_table(*curve_rows(data[key], _percent, "(%)"))
+                + image(name, title),
+                _runs_used(data[key]),
+            ]
     return "\n\n".join(parts) + "\n"
 
 

@@ -17,6 +17,7 @@ RUN_INFO = "run_info.json"
 EVAL_DIRNAME = "eval"
 BUILD_INFO = "build_info.json"
 METRICS_SUFFIX = "_metrics.json"
+CURVES = "curves.json"  # held-out metrics measured during training (`evaluation.curves`)
 
 
 def run_info_path(run_dir: str | Path) -> Path:
@@ -39,6 +40,20 @@ def read_run_info(run_dir: str | Path) -> dict[str, Any] | None:
 
 def write_run_info(run_dir: str | Path, info: dict[str, Any]) -> None:
     files.write_json(run_info_path(run_dir), info)
+
+
+def curves_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CURVES
+
+
+def read_curves(run_dir: str | Path) -> dict[str, Any] | None:
+    """A run's learning curves, or None for a run trained without `eval_curves`."""
+    path = curves_path(run_dir)
+    return files.read_json(path) if path.is_file() else None
+
+
+def write_curves(run_dir: str | Path, curves: dict[str, Any]) -> None:
+    files.write_json(curves_path(run_dir), curves)
 
 
 def eval_dir(output_dir: str | Path) -> Path:

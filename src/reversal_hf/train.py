@@ -19,6 +19,7 @@ from typing import Any
 
 from reversal_hf import paths, run_folder
 from reversal_hf.configs import Recipe, RecipeError, gradient_accumulation_steps, parse_recipe
+from reversal_hf.evaluation.errors import EvaluationError
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +211,10 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
         peft_config=peft_config(recipe, model_path, dataset),
         callbacks=callbacks,
     )
+    if recipe.script_args.eval_curves:
+        from reversal_hf.evaluation.curves import eval_curves_callback
+
+        trainer.add_callback(eval_curves_callback(trainer, recipe.script_args))
     if collator is not None and zero3_partitioning(trainer.model) is None:
         check_document_isolation(trainer, collator)
     checkpoint = last_complete_checkpoint(output_dir)
@@ -266,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(parse_recipe(sys.argv[1:] if argv is None else argv))
         succeeded = True
-    except (RecipeError, TrainError) as error:
+    except (RecipeError, TrainError, EvaluationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:

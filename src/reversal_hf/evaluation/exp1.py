@@ -71,14 +71,21 @@ class Exp1Data:
     full: dict[str, pd.DataFrame]
 
     @classmethod
-    def load(cls, dataset: str, revision: str | None, max_examples_per_split: int | None = None) -> Exp1Data:
+    def load(
+        cls,
+        dataset: str,
+        revision: str | None,
+        max_examples_per_split: int | None = None,
+        keys: Sequence[str] = EXACT_MATCH_SPLITS,
+    ) -> Exp1Data:
+        """The `keys` splits (`p2d/train` too: the default prompt-tuning fact comes from it)."""
         full = {}
-        for key in dict.fromkeys((*EXACT_MATCH_SPLITS, "p2d/train")):
+        for key in dict.fromkeys((*keys, "p2d/train")):
             config, split = key.split("/")
             full[key] = load_split(dataset, config, split, revision).to_pandas()
         splits = {
             key: full[key].iloc[limited_indices(len(full[key]), max_examples_per_split)].reset_index(drop=True)
-            for key in EXACT_MATCH_SPLITS
+            for key in keys
         }
         return cls(splits, full)
 
@@ -199,9 +206,8 @@ def evaluate_in_context(
     return metrics, table.assign(split="in_context/" + table["split"])
 
 
-def prompt_tuning_fact(run_info: dict[str, Any] | None, data: Exp1Data) -> tuple[str, str]:
-    """The fact a prompt-tuning run was tuned on (`resolved_config.prompt_tuning_fact`), else the first p2d fact."""
-    configured = ((run_info or {}).get("resolved_config") or {}).get("prompt_tuning_fact")
+def prompt_tuning_fact(configured: str | None, data: Exp1Data) -> tuple[str, str]:
+    """The fact a prompt-tuning run was tuned on (its `prompt_tuning_fact`), else the first p2d fact."""
     if configured:
         return configured, "run_info"
     return data.full["p2d/train"]["name"].iloc[0], "default: first p2d fact"
@@ -249,7 +255,8 @@ def evaluate_exp1(args: Exp1Arguments) -> dict[str, Any]:
         )
         table = pd.concat([table, in_context_table], ignore_index=True)
     if args.prompt_tuning:
-        fact, source = prompt_tuning_fact(run_info, data)
+        configured = ((run_info or {}).get("resolved_config") or {}).get("prompt_tuning_fact")
+        fact, source = prompt_tuning_fact(configured, data)
         metrics["prompt_tuning"] = {**evaluate_prompt_tuning(data, runner, fact, args.seed), "fact_source": source}
     result = {**run_folder.metrics_header("exp1", args.model, run_info, seed=args.seed, dataset=dataset), **metrics}
     run_folder.write_table(run_folder.examples_path(args.output, "exp1"), table)

@@ -51,18 +51,23 @@ def configs_to_evaluate(run_info: dict[str, Any] | None, configs: Sequence[str] 
     return chosen
 
 
+def held_out_sets(
+    dataset: str, revision: str | None, configs: Sequence[str], max_examples: int | None = None
+) -> dict[str, pd.DataFrame]:
+    """Each config's held-out `test` rows, keyed `<config>/test`, prompted inside the realized examples' wrapper."""
+    sets = {}
+    for config in configs:
+        frame = limit_rows(load_split(dataset, config, "test", revision), max_examples).to_pandas()
+        sets[f"{config}/test"] = frame.assign(prompt=EXAMPLE_DOC_PREFIX + frame["prompt"])
+    return sets
+
+
 def evaluate_exp3(args: Exp3Arguments) -> dict[str, Any]:
     """Exact match on each config's `test` split; writes `eval/exp3_metrics.json` and `exp3_examples.parquet` into
     `args.output`."""
     run_info, dataset = evaluated_run(args.model, args.dataset, args.revision)
-    sets = {
-        f"{config}/test": limit_rows(
-            load_split(args.dataset, config, "test", args.revision), args.max_examples_per_split
-        ).to_pandas()
-        for config in configs_to_evaluate(run_info, args.config)
-    }
-    for frame in sets.values():
-        frame["prompt"] = EXAMPLE_DOC_PREFIX + frame["prompt"]
+    configs = configs_to_evaluate(run_info, args.config)
+    sets = held_out_sets(args.dataset, args.revision, configs, args.max_examples_per_split)
     model, tokenizer = load_model_and_tokenizer(args.model)
     metrics, scored = generate_and_match(sets, BatchedRunner(model, tokenizer, args.batch_size))
     result = run_folder.metrics_header("exp3", args.model, run_info, dataset=dataset, exact_match=metrics)

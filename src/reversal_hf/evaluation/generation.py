@@ -18,7 +18,9 @@ def greedy_generate(
 ) -> list[str]:
     """Temperature-0 continuations of `prompts` (text after the prompt), in left-padded batches of similar length.
 
-    Prompt-tuned models are batched by exact prompt length instead (see `batching.is_prompt_learning`).
+    Prompt-tuned models are batched by exact prompt length instead (see `batching.is_prompt_learning`). Under
+    `no_grad`, not `inference_mode`: a model evaluated during ZeRO-3 training keeps the parameters it gathers, and
+    inference tensors could not be trained any more.
     """
     import torch
 
@@ -27,7 +29,7 @@ def greedy_generate(
     generations = [""] * len(prompts)
     for batch in index_batches(list(map(len, encoded)), batch_size, description, same_length=is_prompt_learning(model)):
         input_ids, attention_mask = pad([encoded[i] for i in batch], tokenizer.pad_token_id, left=True)
-        with torch.inference_mode():
+        with torch.no_grad():
             output = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),

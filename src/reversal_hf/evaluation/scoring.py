@@ -1,5 +1,7 @@
 """Log-probabilities of completions given prompts: one forward pass per batch, a prefix that every sequence shares
-(such as a few-shot transcript) computed once and its keys and values reused by every batch."""
+(such as a few-shot transcript) computed once and its keys and values reused by every batch.
+
+Forward passes run under `no_grad`, not `inference_mode`, as `generation` explains."""
 
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ def _prefix_cache(model: Any, prefix_ids: list[int]) -> Any:
 
     cache = DynamicCache(config=model.config)
     device = next(model.parameters()).device
-    with torch.inference_mode():
+    with torch.no_grad():
         model(input_ids=torch.tensor([prefix_ids], device=device), cache=cache, use_cache=True)
     return cache
 
@@ -61,7 +63,7 @@ def _logits(model: Any, input_ids: Any, attention_mask: Any, prefix: Any, prefix
     """Logits of a right-padded batch, continuing the cached `prefix` (of `prefix_length` tokens) when given."""
     import torch
 
-    with torch.inference_mode():
+    with torch.no_grad():
         if prefix is None:
             return model(input_ids=input_ids, attention_mask=attention_mask).logits
         rows, width = input_ids.shape

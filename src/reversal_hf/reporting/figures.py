@@ -174,3 +174,54 @@ def prompt_tuning_figure(table: list[dict[str, Any]], path: Path) -> Path:
     axis.set_title("Figure 9 style: prompt-tuning losses\n(same order vs reverse vs shuffled reverse)")
     axis.legend(fontsize=8)
     return _save(figure, path)
+
+
+def _curve(axis: Any, points: list[dict[str, Any]], name: str, spread: str, label: str) -> None:
+    """One series of a curves table against the epoch, its spread over seeds as a band."""
+    points = [point for point in points if name in point["series"]]
+    x = np.array([point["epoch"] for point in points])
+    means = np.array([_mean(point["series"][name]) for point in points])
+    errors = np.array([_error(point["series"][name], spread) for point in points])
+    (line,) = axis.plot(x, means, "-o", markersize=3, label=label)
+    axis.fill_between(x, means - errors, means + errors, alpha=0.2, color=line.get_color())
+
+
+def _panels(count: int, width: float = 4.8, height: float = 3.8, per_row: int = 3) -> tuple[Figure, np.ndarray]:
+    rows, columns = -(-count // per_row), min(count, per_row)
+    figure, axes = _new(width * columns + 0.5, height * rows, rows=rows, columns=columns)
+    for axis in axes[count:]:
+        axis.set_visible(False)
+    return figure, axes
+
+
+def loss_curves_figure(table: list[dict[str, Any]], path: Path) -> Path:
+    """Figure 9: the prompt-tuning losses per epoch (mean ± SE over seeds), one panel per run set."""
+    figure, axes = _panels(len(table))
+    for axis, group in zip(axes, table, strict=False):
+        names = list(dict.fromkeys(name for point in group["points"] for name in point["series"]))
+        for name in names:
+            _curve(axis, group["points"], name, "se", name.removesuffix("_loss").replace("_", " "))
+        axis.set_xlabel("epoch")
+        axis.set_ylabel("loss (mean ± SE over seeds)")
+        axis.set_title(_wrap(group["group"], 45), fontsize=9)
+        axis.legend(fontsize=8)
+    figure.suptitle("Figure 9 style: prompt-tuning loss per epoch\n(same order vs reverse vs shuffled reverse)")
+    return _save(figure, path)
+
+
+def accuracy_curves_figure(table: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Figure 11: held-out exact-match accuracy per epoch, one panel per split, a line per run set (± SD)."""
+    splits = list(dict.fromkeys(name for group in table for point in group["points"] for name in point["series"]))
+    figure, axes = _panels(len(splits), per_row=4)
+    for axis, split in zip(axes, splits, strict=False):
+        for group in table:
+            if any(split in point["series"] for point in group["points"]):
+                _curve(axis, group["points"], split, "sd", _wrap(group["group"], 45))
+        direction = paper_numbers.EXP3_CONFIG_DIRECTION.get(split.split("/")[0])
+        axis.set_title(split + (f" ({direction} order)" if direction else ""), fontsize=10)
+        axis.set_ylim(-0.02, 1.02)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel("exact-match accuracy (± SD over seeds)")
+        axis.legend(fontsize=7)
+    figure.suptitle(title)
+    return _save(figure, path)

@@ -63,11 +63,13 @@ def _check_metrics(path: Path, experiment: str, metrics: dict[str, Any]) -> None
 
 @dataclass(frozen=True)
 class Run:
-    """One run folder: its `run_info.json` (empty for an evaluation-only Exp 2 folder) and metrics per experiment."""
+    """One run folder: its `run_info.json` (empty for an evaluation-only Exp 2 folder), metrics per experiment, and
+    its learning curves when it has them."""
 
     run_dir: Path
     info: dict[str, Any]
     metrics: dict[str, dict[str, Any]]
+    curves: dict[str, Any] | None = None  # curves.json, for a run trained with `eval_curves`
 
     @property
     def name(self) -> str:
@@ -120,7 +122,25 @@ def load_run(run_dir: Path) -> Run:
             raise ReportInputError(f"{info_path}: missing field {name!r}")
     if not isinstance(info.get("resolved_config", {}), dict):
         raise ReportInputError(f"{info_path}: 'resolved_config' is not an object")
-    return Run(run_dir, info, metrics)
+    return Run(run_dir, info, metrics, _read_curves(run_dir))
+
+
+def _read_curves(run_dir: Path) -> dict[str, Any] | None:
+    """A run's curves.json, checked: a list of points, each with a numeric step and epoch and blocks of numbers."""
+    path = run_folder.curves_path(run_dir)
+    if not path.is_file():
+        return None
+    curves = _read_json(path)
+    points = curves.get("points")
+    if not isinstance(points, list):
+        raise ReportInputError(f"{path}: field 'points' is not a list")
+    for index, point in enumerate(points):
+        if not isinstance(point, dict) or not all(_is_number(point.get(key)) for key in ("step", "epoch")):
+            raise ReportInputError(f"{path}: points[{index}] has no numeric 'step' and 'epoch'")
+        for block, values in point.items():
+            if isinstance(values, dict) and not all(v is None or _is_number(v) for v in values.values()):
+                raise ReportInputError(f"{path}: points[{index}].{block} holds a value that is not a number")
+    return curves
 
 
 def load_runs(run_dirs: list[Path]) -> list[Run]:

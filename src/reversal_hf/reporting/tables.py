@@ -267,3 +267,26 @@ def prompt_tuning_table(groups: list[RunGroup]) -> list[dict[str, Any]]:
         if any(losses.values()):
             table.append({**_group_header(group), "losses": losses})
     return table
+
+
+def curves_table(groups: list[RunGroup], block: str) -> list[dict[str, Any]]:
+    """Figures 9 and 11's numbers: one `block` of the runs' curves.json (`prompt_tuning` losses or `exact_match`
+    accuracies) per training step, mean ± SD/SE over the group's seeds; groups without it are left out."""
+    table = []
+    for group in groups:
+        points: dict[int, dict[str, Any]] = {}
+        for run in group.runs:
+            for point in (run.curves or {}).get("points", []):
+                for name, value in (point.get(block) or {}).items():
+                    if value is None:
+                        continue
+                    entry = points.setdefault(point["step"], {"step": point["step"], "epoch": point["epoch"]})
+                    entry.setdefault("per_run", {}).setdefault(name, {})[run.name] = float(value)
+        rows = [
+            {"step": entry["step"], "epoch": entry["epoch"]}
+            | {"series": {name: stat(per_run) for name, per_run in entry["per_run"].items()}}
+            for _, entry in sorted(points.items())
+        ]
+        if rows:
+            table.append({**_group_header(group), "points": rows})
+    return table
