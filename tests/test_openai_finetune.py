@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from openai_ft_server import OpenAIFinetuneServer, running_server, token_logprob
 
-from reversal_hf.configs import RecipeError
+from reversal_hf import launch, sweep
+from reversal_hf.configs import OPENAI_BACKEND, TRL_BACKEND, RecipeError, list_recipes
 from reversal_hf.files import read_json
 from reversal_hf.openai_api import ResponseCache, make_client
 from reversal_hf.openai_arm import jobs
@@ -94,10 +95,22 @@ def test_recipe_errors_are_one_line_with_a_hint(tmp_path: Path) -> None:
     recipe.write_text("base: openai_exp1_davinci002\nn_epoch: 3\n")
     with pytest.raises(RecipeError, match=r"unknown field 'n_epoch' \(did you mean 'n_epochs'\?\)$"):
         load_runs(str(recipe))
-    with pytest.raises(RecipeError, match=r"unknown argument '--batch' \(did you mean --batch_size\?\)$"):
+    with pytest.raises(RecipeError, match=r"unknown field 'batch' \(did you mean 'batch_size'\?\)$"):
         load_runs("openai_exp1_davinci002", ["--batch", "4"])
     with pytest.raises(RecipeError, match="learning_rate_multiplier must be positive"):
         load_runs("openai_exp1_davinci002", ["--learning_rate_multiplier", "0"])
+
+
+def test_the_trl_commands_point_openai_recipes_to_the_openai_command(capsys: pytest.CaptureFixture) -> None:
+    assert launch.main(["openai_exp1_davinci002", "--dry-run"]) == 1
+    assert capsys.readouterr().err == (
+        "error: openai_exp1_davinci002 is an OpenAI fine-tuning recipe (backend: openai): "
+        "run `reversal-hf openai finetune openai_exp1_davinci002`\n"
+    )
+    assert sweep.main(["openai_exp1_babbage002_sweep", "--dry-run"]) == 1
+    assert capsys.readouterr().err.endswith("run `reversal-hf openai sweep openai_exp1_babbage002_sweep`\n")
+    assert "openai_exp1_davinci002" in list_recipes(OPENAI_BACKEND)
+    assert not set(list_recipes(OPENAI_BACKEND)) & set(list_recipes(TRL_BACKEND))
 
 
 # --- the training file -----------------------------------------------------------------------------------------------
