@@ -103,6 +103,8 @@ def test_recipe_errors_are_one_line_with_a_hint(tmp_path: Path) -> None:
         load_runs(str(recipe))
     with pytest.raises(RecipeError, match=r"unknown field 'batch' \(did you mean 'batch_size'\?\)$"):
         load_runs("openai_exp1_davinci002", ["--batch", "4"])
+    with pytest.raises(RecipeError, match=r"^exp1_tiny is not an OpenAI recipe \(backend: openai\)"):
+        load_runs("exp1_tiny")
     with pytest.raises(RecipeError, match="learning_rate_multiplier must be positive"):
         load_runs("openai_exp1_davinci002", ["--learning_rate_multiplier", "0"])
 

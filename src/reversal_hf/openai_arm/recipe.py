@@ -101,16 +101,17 @@ class OpenAIRun:
 
 
 FIELDS = frozenset(f.name for f in dataclasses.fields(OpenAIFinetuneArguments))
+GRID_FIELDS = FIELDS - {"seed", "output_dir"}  # a sweep's seeds and run folders come from `seeds:` and the grid
 
 
 def _read_recipe(path: Path) -> dict[str, Any]:
     """The recipe's fields with its `base:` chain resolved; every key checked, and the recipe an OpenAI one."""
-    check_field_names(path, FIELDS | {BACKEND_KEY, *SWEEP_KEYS})
     config = read_recipe(path.as_posix())
     if config.pop(BACKEND_KEY, None) != OPENAI_BACKEND:
         raise RecipeError(
-            f"{path.stem} is not an OpenAI recipe ({BACKEND_KEY}: {OPENAI_BACKEND}): run `reversal-hf train`"
+            f"{path.stem} is not an OpenAI recipe ({BACKEND_KEY}: {OPENAI_BACKEND}): run `reversal-hf train` or `sweep`"
         )
+    check_field_names(path, FIELDS | {BACKEND_KEY, *SWEEP_KEYS})
     return config
 
 
@@ -142,8 +143,8 @@ def _grid_points(path: Path, grid: Any) -> list[dict[str, Any]]:
     ):
         raise RecipeError(f"{path}: grid must map field names to non-empty lists of values")
     for name in grid or {}:
-        if name not in FIELDS - {"seed", "output_dir"}:
-            raise unknown_field_error(f"{path}: grid", name, FIELDS - {"seed", "output_dir"})
+        if name not in GRID_FIELDS:
+            raise unknown_field_error(f"{path}: grid", name, GRID_FIELDS)
     return grid_points(grid)
 
 
