@@ -3,7 +3,8 @@
 No OpenAI API is reachable here, so `/files`, `/fine_tuning/jobs` (create, retrieve, list with a metadata filter,
 events, cancel), `/models`, `/completions` and `/chat/completions` speak the shapes of the installed SDK's types
 (`openai/types/file_object.py`, `types/fine_tuning/fine_tuning_job.py`, `fine_tuning_job_event.py`,
-`types/completion_choice.py`). A job moves one status per `retrieve`: `validating_files`, `queued`, `running` (one
+`types/completion_choice.py`). `/completions` answers from a scripted table, or from a real model set as `model` (a
+test passes a transformers model). A job moves one status per `retrieve`: `validating_files`, `queued`, `running` (one
 metrics event per step), then `succeeded`, or `failed` when its file is not valid JSONL or `outcome` says so;
 `hold_running` keeps it running. Every request is counted in `requests` and its `Authorization` header kept.
 Only the standard library is used; requests are handled in background threads.
@@ -20,7 +21,7 @@ from contextlib import contextmanager
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 BASE_MODELS = ("babbage-002", "davinci-002", "gpt-4o-mini-2024-07-18")
@@ -30,6 +31,30 @@ TOKEN_PATTERN = re.compile(r"\s*\S+|\s+")
 def token_logprob(token: str) -> float:
     """The log-prob this server gives a token: -0.1 per character (deterministic, so tests can sum it)."""
     return -0.1 * len(token)
+
+
+class CompletionModel(Protocol):
+    """What answers `/completions`: the greedy continuation's tokens, and the prompt's tokens, each with its log-prob
+    (None for the first, as in the API)."""
+
+    def generate(self, prompt: str, max_tokens: int) -> list[tuple[str, float]]: ...
+
+    def score(self, prompt: str) -> list[tuple[str, float | None]]: ...
+
+
+class ScriptedModel:
+    """The default: `completions[prompt]` (else " unknown") split at spaces, each token `token_logprob`."""
+
+    def __init__(self, completions: dict[str, str]) -> None:
+        self.completions = completions
+
+    def generate(self, prompt: str, max_tokens: int) -> list[tuple[str, float]]:
+        tokens = TOKEN_PATTERN.findall(self.completions.get(prompt, " unknown"))[:max_tokens]
+        return [(token, token_logprob(token)) for token in tokens]
+
+    def score(self, prompt: str) -> list[tuple[str, float | None]]:
+        tokens = TOKEN_PATTERN.findall(prompt)
+        return [(token, None if index == 0 else token_logprob(token)) for index, token in enumerate(tokens)]
 
 
 def _error(status: int, message: str, param: str | None = None) -> tuple[int, dict]:
@@ -54,6 +79,7 @@ class OpenAIFinetuneServer(ThreadingHTTPServer):
         self.outcome = "succeeded"
         self.hold_running = False
         self.completions: dict[str, str] = {}  # prompt -> the greedy continuation `/completions` returns
+        self.model: CompletionModel | None = None  # a real model answers `/completions` instead, when set
         self.files: dict[str, dict] = {}
         self.contents: dict[str, bytes] = {}
         self.jobs: dict[str, dict] = {}
@@ -190,25 +216,25 @@ class OpenAIFinetuneServer(ThreadingHTTPServer):
         return 200, job
 
     def complete(self, body: dict) -> tuple[int, dict]:
-        """`/completions` for one string prompt: the scripted continuation, with `echo` and `logprobs` as asked."""
+        """`/completions` for one string prompt: the model's greedy continuation, with `echo` and `logprobs` as asked.
+
+        Log-probs come with `echo` only (all the evaluators ask for): the prompt's tokens, then the continuation's.
+        """
+        if body.get("logprobs") is not None and not body.get("echo"):
+            return _error(400, "this test server gives logprobs only with echo", "logprobs")
+        model = self.model or ScriptedModel(self.completions)
         prompt = body["prompt"]
-        generated = self.completions.get(prompt, " unknown")
-        tokens = TOKEN_PATTERN.findall(generated)[: body.get("max_tokens", 16)]
-        text = "".join(tokens)
+        generated = model.generate(prompt, body.get("max_tokens", 16))
+        text = "".join(token for token, _ in generated)
         choice: dict[str, Any] = {"index": 0, "text": text, "finish_reason": "length", "logprobs": None}
         if body.get("echo"):
-            prompt_tokens = TOKEN_PATTERN.findall(prompt)
-            tokens = prompt_tokens + tokens
             choice["text"] = prompt + text
         if body.get("logprobs") is not None:
-            offsets = [sum(map(len, tokens[:index])) for index in range(len(tokens))]
-            logprobs = [token_logprob(token) for token in tokens]
-            if body.get("echo"):
-                logprobs[0] = None  # the API has no log-prob for the first prompt token
+            tokens, logprobs = zip(*model.score(prompt), *generated, strict=True)
             choice["logprobs"] = {
-                "tokens": tokens,
-                "token_logprobs": logprobs,
-                "text_offset": offsets,
+                "tokens": list(tokens),
+                "token_logprobs": list(logprobs),
+                "text_offset": [sum(map(len, tokens[:index])) for index in range(len(tokens))],
                 "top_logprobs": None,
             }
         return 200, {

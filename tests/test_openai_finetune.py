@@ -4,6 +4,7 @@ the fine-tuning server of `tests/openai_ft_server.py` on 127.0.0.1, which counts
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -13,7 +14,12 @@ from pathlib import Path
 import pytest
 from openai_ft_server import OpenAIFinetuneServer, running_server, token_logprob
 
-from reversal_hf.configs import RecipeError
+from reversal_hf import launch, run_folder, sweep
+from reversal_hf.configs import OPENAI_BACKEND, TRL_BACKEND, RecipeError, list_recipes
+from reversal_hf.evaluation import exp1
+from reversal_hf.evaluation import main as evaluation_main
+from reversal_hf.evaluation.exp1 import Exp1Arguments, evaluate_exp1
+from reversal_hf.evaluation.run import RunArguments, evaluate_run
 from reversal_hf.files import read_json
 from reversal_hf.openai_api import ResponseCache, make_client
 from reversal_hf.openai_arm import jobs
@@ -22,6 +28,7 @@ from reversal_hf.openai_arm.data import MIN_EXAMPLES, TrainingDataError, to_exam
 from reversal_hf.openai_arm.recipe import load_runs
 from reversal_hf.openai_arm.scoring import completion_logprobs, greedy_generations
 from reversal_hf.paths import REPO_ROOT
+from reversal_hf.report import write_report
 
 SECRET = "sk-test-do-not-leak-3f9a1c"
 N_ROWS = 24
@@ -94,10 +101,24 @@ def test_recipe_errors_are_one_line_with_a_hint(tmp_path: Path) -> None:
     recipe.write_text("base: openai_exp1_davinci002\nn_epoch: 3\n")
     with pytest.raises(RecipeError, match=r"unknown field 'n_epoch' \(did you mean 'n_epochs'\?\)$"):
         load_runs(str(recipe))
-    with pytest.raises(RecipeError, match=r"unknown argument '--batch' \(did you mean --batch_size\?\)$"):
+    with pytest.raises(RecipeError, match=r"unknown field 'batch' \(did you mean 'batch_size'\?\)$"):
         load_runs("openai_exp1_davinci002", ["--batch", "4"])
+    with pytest.raises(RecipeError, match=r"^exp1_tiny is not an OpenAI recipe \(backend: openai\)"):
+        load_runs("exp1_tiny")
     with pytest.raises(RecipeError, match="learning_rate_multiplier must be positive"):
         load_runs("openai_exp1_davinci002", ["--learning_rate_multiplier", "0"])
+
+
+def test_the_trl_commands_point_openai_recipes_to_the_openai_command(capsys: pytest.CaptureFixture) -> None:
+    assert launch.main(["openai_exp1_davinci002", "--dry-run"]) == 1
+    assert capsys.readouterr().err == (
+        "error: openai_exp1_davinci002 is an OpenAI fine-tuning recipe (backend: openai): "
+        "run `reversal-hf openai finetune openai_exp1_davinci002`\n"
+    )
+    assert sweep.main(["openai_exp1_babbage002_sweep", "--dry-run"]) == 1
+    assert capsys.readouterr().err.endswith("run `reversal-hf openai sweep openai_exp1_babbage002_sweep`\n")
+    assert "openai_exp1_davinci002" in list_recipes(OPENAI_BACKEND)
+    assert not set(list_recipes(OPENAI_BACKEND)) & set(list_recipes(TRL_BACKEND))
 
 
 # --- the training file -----------------------------------------------------------------------------------------------
@@ -363,6 +384,178 @@ def test_scoring_generates_greedily_and_sums_completion_logprobs(server: OpenAIF
     requests = len(server.requests)
     assert completion_logprobs(client, cache, "ft:davinci-002:x", [prompt, prompt], completions) == scores
     assert len(server.requests) == requests  # answered from the cache
+
+
+# --- evaluating OpenAI models and runs, and reporting them beside local ones -----------------------------------------
+
+
+class TransformersModel:
+    """A local causal LM behind the test server's `/completions` (`openai_ft_server.CompletionModel`): its greedy
+    continuation and a prompt's tokens (cut at the tokenizer's character offsets), each with its log-prob."""
+
+    def __init__(self, folder: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = AutoModelForCausalLM.from_pretrained(folder).eval()
+
+    def _logprobs(self, ids: list[int]) -> list[float]:
+        """log P(ids[i] | ids[:i]) for i >= 1."""
+        import torch
+
+        with torch.inference_mode():
+            logits = self.model(torch.tensor([ids])).logits[0].float()
+        return logits[:-1].log_softmax(-1).gather(-1, torch.tensor(ids[1:])[:, None])[:, 0].tolist()
+
+    def generate(self, prompt: str, max_tokens: int) -> list[tuple[str, float]]:
+        import torch
+
+        ids = self.tokenizer(prompt)["input_ids"]
+        with torch.inference_mode():
+            output = self.model.generate(
+                torch.tensor([ids]),
+                do_sample=False,
+                max_new_tokens=max_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )[0].tolist()
+        special = set(self.tokenizer.all_special_ids)
+        logprobs = self._logprobs(output)
+        return [
+            (self.tokenizer.decode([output[i]]), logprobs[i - 1])
+            for i in range(len(ids), len(output))
+            if output[i] not in special
+        ]
+
+    def score(self, prompt: str) -> list[tuple[str, float | None]]:
+        encoded = self.tokenizer(prompt, return_offsets_mapping=True)
+        ids = encoded["input_ids"]
+        logprobs = self._logprobs(ids)
+        special = set(self.tokenizer.all_special_ids)
+        positions = [i for i, token_id in enumerate(ids) if token_id not in special]
+        starts = [encoded["offset_mapping"][i][0] for i in positions] + [len(prompt)]
+        return [
+            (prompt[start:end], None if i == 0 else logprobs[i - 1])
+            for i, start, end in zip(positions, starts[:-1], starts[1:], strict=True)
+        ]
+
+
+def test_an_openai_run_is_evaluated_at_its_endpoint_like_the_same_model_locally(
+    server: OpenAIFinetuneServer, exp1_dataset_dir: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The server's fine-tuned model is the tiny model: `eval run` on the OpenAI run folder (completions through the
+    real client, log-probs from echo) gives the numbers the local back-end gives for that model."""
+    server.model = TransformersModel(tiny_model_dir)
+    run_dir = tmp_path / "openai_run"
+    finetune = ["finetune", "openai_exp1_davinci002", "--yes", "--poll-interval", "0"]
+    assert main([*finetune, *overrides(exp1_dataset_dir, run_dir)]) == 0
+    requests = len(server.requests)
+    metrics = evaluate_run(run_dir, RunArguments(max_examples_per_split=3))
+    assert read_json(run_folder.metrics_path(run_dir, "exp1"))["exact_match"] == metrics["exact_match"]
+    assert (metrics["run_dir"], metrics["model"]) == (str(run_dir), "davinci-002")
+    assert server.count("POST", "/completions") == len(server.requests) - requests > 0
+
+    local = evaluate_exp1(
+        Exp1Arguments(
+            model=str(tiny_model_dir),
+            dataset=str(exp1_dataset_dir),
+            output=tmp_path / "local",
+            max_examples_per_split=3,
+        )
+    )
+    assert metrics["exact_match"] == local["exact_match"]
+    assert set(metrics["likelihood"]) == set(local["likelihood"]) == {*exp1.LIKELIHOOD_SPLITS, exp1.PAPER_RANDOM_KEY}
+    for split, test in local["likelihood"].items():
+        for key in ("mean_correct_logprob", "mean_random_logprob"):
+            assert metrics["likelihood"][split][key] == pytest.approx(test[key], rel=1e-4, abs=1e-4)
+
+    requests = len(server.requests)
+    assert evaluate_run(run_dir, RunArguments(max_examples_per_split=3))["exact_match"] == metrics["exact_match"]
+    assert len(server.requests) == requests  # every answer came from the run's response cache
+
+
+def _evaluate_cli(argv: list[str], capsys: pytest.CaptureFixture) -> dict:
+    assert evaluation_main(argv) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    return read_json(run_folder.metrics_path(argv[argv.index("--output") + 1], argv[0]))
+
+
+def test_eval_backend_openai_on_completion_and_chat_models(
+    server: OpenAIFinetuneServer,
+    exp1_dataset_dir: Path,
+    exp3_dataset_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    from datasets import load_dataset
+
+    from reversal_hf.data.exp3 import EXAMPLE_DOC_PREFIX
+    from reversal_hf.evaluation.data import limit_rows
+
+    test = limit_rows(load_dataset(str(exp3_dataset_dir), "question_to_answer", split="test"), 2)  # the rows evaluated
+    for row in test:
+        server.completions[EXAMPLE_DOC_PREFIX + row["prompt"]] = row["completion"] + " and more"
+    common = ["--backend", "openai", "--max_examples_per_split", "2"]
+    exp3_metrics = _evaluate_cli(
+        ["exp3", *common, "--model", "ft:davinci-002:org::abc123", "--dataset", str(exp3_dataset_dir)]
+        + ["--output", str(tmp_path / "exp3")],
+        capsys,
+    )
+    assert exp3_metrics["model"] == "ft:davinci-002:org::abc123" and exp3_metrics["run_dir"] is None
+    accuracies = {split: entry["accuracy"] for split, entry in exp3_metrics["exact_match"].items()}
+    assert accuracies == {"question_to_answer/test": 1.0, "answer_to_question/test": 1.0}  # the same questions
+
+    chat = _evaluate_cli(
+        ["exp1", *common, "--model", "ft:gpt-4o-mini-2024-07-18:org::abc123", "--dataset", str(exp1_dataset_dir)]
+        + ["--output", str(tmp_path / "chat")],
+        capsys,
+    )
+    assert chat["likelihood"] == {} and "chat model" in chat["likelihood_unavailable"]
+    assert set(chat["exact_match"]) == set(exp1.EXACT_MATCH_SPLITS)
+    assert server.count("POST", "/chat/completions") > 0
+
+
+def test_report_puts_openai_and_local_runs_in_one_table(
+    server: OpenAIFinetuneServer, exp1_dataset_dir: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Run folders of the loopback round trip: an OpenAI sweep over learning-rate multiplier x batch size, each
+    evaluated at the endpoint, beside a local model's run folder, in Table 1, Figure 4 and a Figure 7 heatmap."""
+    recipe = tmp_path / "openai_small_sweep.yaml"
+    recipe.write_text(
+        "base: openai_exp1_babbage002_sweep\ngrid:\n  learning_rate_multiplier: [0.1, 0.2]\n  batch_size: [1, 2]\n"
+    )
+    argv = ["sweep", str(recipe), "--yes", "--poll-interval", "0", *overrides(exp1_dataset_dir, tmp_path / "sweep")]
+    assert main(argv) == 0
+    sweep_runs = sorted(path.parent for path in (tmp_path / "sweep").glob(f"*/{run_folder.RUN_INFO}"))
+    assert len(sweep_runs) == 4
+    for run_dir in sweep_runs:
+        evaluate_run(run_dir, RunArguments(max_examples_per_split=2))
+    local_run = tmp_path / "local_run"
+    shutil.copytree(tiny_model_dir, local_run)
+    info = {"recipe": "exp1_tiny", "experiment": "exp1", "training_mode": "full", "seed": 42, "resolved_config": {}}
+    run_folder.write_run_info(local_run, {**info, "model_name_or_path": "tiny-exp1", "dataset": {"name": "x"}})
+    evaluate_exp1(
+        Exp1Arguments(model=str(local_run), dataset=str(exp1_dataset_dir), output=local_run, max_examples_per_split=2)
+    )
+
+    report = write_report([local_run, *sweep_runs], tmp_path / "report")
+    data = read_json(report.parent / "report.json")
+    labels = [group["group"] for group in data["exp1_table1"]]
+    assert labels[0] == "exp1_tiny (tiny-exp1)"
+    assert labels[1:] == [
+        f"openai_small_sweep (babbage-002, openai) [learning_rate_multiplier={lr}, batch_size={bs}]"
+        for lr in (0.1, 0.2)
+        for bs in (1, 2)
+    ]
+    assert [group["group"] for group in data["exp1_likelihood"]] == labels
+    (grid,) = data["sweeps"]
+    assert (grid["model"], grid["training_mode"]) == ("babbage-002", "openai")
+    assert (grid["row_key"], grid["row_values"], grid["col_key"], grid["col_values"]) == (
+        "learning_rate_multiplier",
+        [0.1, 0.2],
+        "batch_size",
+        [1, 2],
+    )
+    assert (report.parent / "sweep1_exp1.png").is_file()
 
 
 def test_recipes_folder_has_the_four_openai_recipes() -> None:

@@ -15,6 +15,7 @@ from reversal_hf import launch, sweep
 from reversal_hf.configs import (
     ACCELERATE_CONFIGS_DIR,
     RECIPES_DIR,
+    TRL_BACKEND,
     RecipeError,
     list_recipes,
     load_recipe,
@@ -23,8 +24,7 @@ from reversal_hf.configs import (
 )
 from reversal_hf.paths import REPO_ROOT
 
-# TRL recipes; `openai_*` recipes are the OpenAI arm's (reversal_hf.openai_arm.recipe, tests/test_openai_finetune.py).
-RECIPES = [name for name in list_recipes() if not name.startswith("openai_")]
+RECIPES = list_recipes(TRL_BACKEND)  # the OpenAI arm's recipes are tested in test_openai_finetune.py
 
 
 def _is_sweep(name: str) -> bool:

@@ -13,7 +13,7 @@ import argparse
 import dataclasses
 import difflib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +27,9 @@ RECIPES_DIR = REPO_ROOT / "recipes"
 ACCELERATE_CONFIGS_DIR = REPO_ROOT / "accelerate_configs"
 OUTPUTS_DIR = Path("outputs")
 BASE_KEY = "base"
+BACKEND_KEY = "backend"  # `openai`: a recipe of the OpenAI arm (`reversal-hf openai`), else a TRL recipe
+TRL_BACKEND, OPENAI_BACKEND = "trl", "openai"
+SWEEP_KEYS = ("grid", "seeds")
 ENV_KEY = "env"  # TrlParser sets these environment variables itself (only from the file given to `--config`)
 SPECIAL_TOKEN_FIELDS = ("eos_token", "pad_token")
 
@@ -170,8 +173,10 @@ class RecipeParser(trl.TrlParser):
         return super().set_defaults_with_config(**resolve_bases(config))
 
 
-def list_recipes() -> list[str]:
-    return sorted(path.stem for path in RECIPES_DIR.glob("*.yaml"))
+def list_recipes(backend: str | None = None) -> list[str]:
+    """Every recipe's name, or those of one back-end (`trl` or `openai`, see `recipe_backend`)."""
+    names = sorted(path.stem for path in RECIPES_DIR.glob("*.yaml"))
+    return names if backend is None else [name for name in names if recipe_backend(name) == backend]
 
 
 def recipe_path(name_or_path: str) -> Path:
@@ -228,25 +233,45 @@ def read_recipe(name_or_path: str) -> dict[str, Any]:
     return resolve_bases(_read_recipe_file(recipe_path(name_or_path)))
 
 
+def recipe_backend(name_or_path: str) -> str:
+    """`openai` for a recipe of the OpenAI arm (`backend: openai`, itself or through a base), else `trl`."""
+    return str(read_recipe(name_or_path).get(BACKEND_KEY, TRL_BACKEND))
+
+
+def check_backend(name_or_path: str) -> None:
+    """A TRL command given an OpenAI recipe: one line that names the command that runs it."""
+    config = read_recipe(name_or_path)
+    if config.get(BACKEND_KEY, TRL_BACKEND) != TRL_BACKEND:
+        command = "sweep" if any(key in config for key in SWEEP_KEYS) else "finetune"
+        name = recipe_path(name_or_path).stem
+        raise RecipeError(
+            f"{name} is an OpenAI fine-tuning recipe ({BACKEND_KEY}: {config[BACKEND_KEY]}): "
+            f"run `reversal-hf openai {command} {name}`"
+        )
+
+
 def _known_fields() -> set[str]:
     return {item.name for arguments in recipe_arguments() for item in dataclasses.fields(arguments) if item.init}
 
 
-def _unknown_field_error(where: str, name: str, known: set[str]) -> RecipeError:
-    hint = difflib.get_close_matches(name, known, n=1)
+def unknown_field_error(where: str, name: str, known: Iterable[str]) -> RecipeError:
+    """`<where>: unknown field 'x' (did you mean 'y'?)`, the hint being the closest known name if any is close."""
+    hint = difflib.get_close_matches(name, list(known), n=1)
     suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
     return RecipeError(f"{where}: unknown field {name!r}{suggestion}")
 
 
-def check_field_names(path: Path) -> None:
-    """Every key of a recipe and of its bases is a field of a recipe dataclass (else a "did you mean" error)."""
-    known = _known_fields() | {BASE_KEY}
+def check_field_names(path: Path, known: set[str] | None = None) -> None:
+    """Every key of a recipe and of its bases is a known field (else a "did you mean" error): by default a field of
+    a recipe dataclass, with `env` at the top; the OpenAI arm passes its own."""
+    top_only = {ENV_KEY} if known is None else set()
+    known = (_known_fields() if known is None else known) | {BASE_KEY}
     config = _read_recipe_file(path)
-    files = [(path, config, known | {ENV_KEY}), *((base_path, base, known) for base_path, base in base_recipes(config))]
+    files = [(path, config, known | top_only), *((base_path, base, known) for base_path, base in base_recipes(config))]
     for file, fields, allowed in files:
         for key in fields:
             if key not in allowed:
-                raise _unknown_field_error(str(file), key, allowed)
+                raise unknown_field_error(str(file), key, allowed)
 
 
 def parse_recipe(args: list[str], *, as_cpu_host: bool = False) -> Recipe:
@@ -274,7 +299,7 @@ def parse_recipe(args: list[str], *, as_cpu_host: bool = False) -> Recipe:
         flag = unknown[0].split("=", 1)[0]
         if not flag.startswith("--"):
             raise RecipeError(f"{path.stem}: unexpected argument {unknown[0]!r}")
-        raise _unknown_field_error(path.stem, flag.removeprefix("--"), _known_fields())
+        raise unknown_field_error(path.stem, flag.removeprefix("--"), _known_fields())
     recipe = Recipe(path.stem, path, *arguments)
     if as_cpu_host:  # what the job will resolve: the recipe's values, as SFTConfig.__post_init__ treats use_cpu
         declared = parser.parse_known_args(args)[0]
@@ -292,6 +317,7 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None, *, on_lau
     """
     overrides = list(overrides or [])
     path = recipe_path(name_or_path)
+    check_backend(path.as_posix())
     check_field_names(path)
     recipe = parse_recipe(["--config", str(path), *overrides], as_cpu_host=on_launcher)
     recipe.overrides = overrides

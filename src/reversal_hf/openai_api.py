@@ -31,11 +31,18 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 LOCAL_API_KEY = "not-needed"  # local OpenAI-compatible servers accept any key, but the client needs one
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_TIMEOUT_S = 60.0
+COMPLETION_MODELS = frozenset({"babbage-002", "davinci-002"})  # OpenAI's base models of the completions endpoint
 # What the client retries besides 5xx (openai/_base_client.py `_should_retry`): request timeout, conflict, rate limit.
 RETRIED_STATUS = frozenset({408, 409, 429})
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def is_completion_model(model: str) -> bool:
+    """Whether an OpenAI model answers `/completions` (babbage-002, davinci-002 and their `ft:<base>:...` fine-tunes)
+    rather than only `/chat/completions`."""
+    return model.removeprefix("ft:").split(":")[0] in COMPLETION_MODELS
 
 
 class OpenAIAPIError(RuntimeError):

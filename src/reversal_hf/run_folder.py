@@ -7,6 +7,7 @@ so its presence marks a finished evaluation. Every module that reads or writes t
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ EVAL_DIRNAME = "eval"
 BUILD_INFO = "build_info.json"
 METRICS_SUFFIX = "_metrics.json"
 CURVES = "curves.json"  # held-out metrics measured during training (`evaluation.curves`)
+OPENAI_TRAINING_MODE = "openai"  # run_info.json's training_mode of a job run through OpenAI's fine-tuning API
 
 
 def run_info_path(run_dir: str | Path) -> Path:
@@ -118,9 +120,20 @@ def content_hash(dataset: str) -> str | None:
     return files.read_json(build_info).get("content_hash") if build_info.is_file() else None
 
 
-def dataset_identity(name: str, revision: str | None) -> dict[str, Any]:
-    """The `dataset` block of run_info.json and the metrics files: name, revision and the build's content hash."""
-    return {"name": name, "revision": revision, "content_hash": content_hash(name)}
+def dataset_identity(name: str, revision: str | None, *, config: str | None = None) -> dict[str, Any]:
+    """The `dataset` block of run_info.json and the metrics files: name, revision and the build's content hash, and
+    the config a run trained on (run_info.json only)."""
+    identity = {"name": name, "revision": revision, "content_hash": content_hash(name)}
+    return identity if config is None else {"name": name, "config": config, **identity}
+
+
+def git_commit() -> str | None:
+    """The repository's HEAD commit, recorded in run_info.json; None outside a git checkout."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return result.stdout.strip()
 
 
 def metrics_header(

@@ -42,12 +42,17 @@ def run_folder_name(point: dict[str, Any], seed: int) -> str:
     return "_".join([*(f"{name}={value}" for name, value in point.items()), f"seed={seed}"])
 
 
+def grid_points(grid: dict[str, list[Any]] | None) -> list[dict[str, Any]]:
+    """Every combination of a grid's values (field → values), in grid order; one empty point without a grid."""
+    grid = grid or {}
+    return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
 def expand(recipe: Recipe) -> list[SweepRun]:
     """Every grid point × seed of a recipe, in grid order (a recipe without a grid sweeps its seeds only)."""
-    grid = recipe.launch_args.grid or {}
     seeds = recipe.launch_args.seeds or [recipe.training_args.seed]
     base = Path(recipe.training_args.output_dir)
-    points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    points = grid_points(recipe.launch_args.grid)
     return [SweepRun(point, seed, base / run_folder_name(point, seed)) for point in points for seed in seeds]
 
 

@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -154,21 +153,10 @@ def zero3_partitioning(model) -> dict[str, int] | None:
     return {"total_numel": sum(p.ds_numel for p in params), "local_numel": sum(p.ds_tensor.numel() for p in params)}
 
 
-def git_commit() -> str | None:
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=paths.REPO_ROOT, capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return result.stdout.strip()
-
-
 def dataset_info(recipe: Recipe) -> dict[str, Any]:
     """Name, config, revision, and the build's content hash when the dataset is a local folder."""
     args = recipe.script_args
-    identity = run_folder.dataset_identity(args.dataset_name, args.dataset_revision)
-    return {"name": identity["name"], "config": args.dataset_config, **identity}
+    return run_folder.dataset_identity(args.dataset_name, args.dataset_revision, config=args.dataset_config)
 
 
 def configure_batching(recipe: Recipe) -> None:
@@ -234,7 +222,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
             "model_name_or_path": model_path,
             "dataset": dataset_info(recipe),
             "seed": training_args.seed,
-            "git_commit": git_commit(),
+            "git_commit": run_folder.git_commit(),
             "resolved_config": resolved_config,
             "train_runtime_s": round(runtime, 3),
             "train_loss": result.training_loss,

@@ -2,7 +2,8 @@
 
 Modules: `loading` (model, tokenizer, PEFT adapter), `batching`, `generation` (greedy), `scoring` (completion
 log-probs with the prefix cache), `data` (splits and the dataset identity), `metrics` (the `reversal_accuracy`
-metric), `runner` (generation and scoring of whole sets), `exp1`/`exp2`/`exp3` (one evaluator each), `run` (a run
+metric), `runner` (generation and scoring of whole sets; `make_runner`: a local model or
+`openai_arm.scoring.OpenAIRunner` at an endpoint), `exp1`/`exp2`/`exp3` (one evaluator each), `run` (a run
 folder as its run_info.json says), `curves` (learning curves measured during training), `cli` (`reversal-hf eval`).
 """
 

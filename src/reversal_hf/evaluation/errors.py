@@ -7,6 +7,11 @@ class EvaluationError(ValueError):
     """Bad input to an evaluation (missing model file, tokenizer, dataset or revision), as a one-line message."""
 
 
+class LogprobsUnavailableError(EvaluationError):
+    """The model gives no log-probabilities of a given completion (a chat endpoint): the likelihood test is skipped
+    and the metrics say why, rather than carry a number in its place."""
+
+
 def first_line(error: BaseException) -> str:
     """The first line of a library's error message (they can span a page)."""
     text = str(error).strip()

@@ -22,10 +22,9 @@ import pandas as pd
 from reversal_hf import run_folder
 from reversal_hf.evaluation.arguments import EvaluatorArguments
 from reversal_hf.evaluation.data import evaluated_run, limited_indices, load_split
-from reversal_hf.evaluation.errors import EvaluationError
-from reversal_hf.evaluation.loading import load_model_and_tokenizer
+from reversal_hf.evaluation.errors import EvaluationError, LogprobsUnavailableError
 from reversal_hf.evaluation.metrics import likelihood_test
-from reversal_hf.evaluation.runner import BatchedRunner, Runner, generate_and_match
+from reversal_hf.evaluation.runner import Runner, generate_and_match, make_runner
 
 EXACT_MATCH_SPLITS = (
     "p2d/test",
@@ -147,14 +146,17 @@ def _likelihood_columns(key: str, frame: pd.DataFrame, data: Exp1Data, runner: R
 def evaluate_splits(data: Exp1Data, runner: Runner, seed: int = 0) -> tuple[dict[str, Any], pd.DataFrame]:
     """Exact match on every split, the likelihood tests, and the per-example table."""
     exact, scored = generate_and_match({key: data.splits[key] for key in EXACT_MATCH_SPLITS}, runner)
-    likelihood = {}
-    for key in (*LIKELIHOOD_SPLITS, PAPER_RANDOM_SPLIT):
-        frame = scored[key] = _likelihood_columns(key, scored[key], data, runner, seed)
-        result = _per_fact_test(frame)
-        if key == PAPER_RANDOM_SPLIT:
-            result["n_random_is_correct"] = int(frame["random_is_correct"].sum())
-        likelihood[PAPER_RANDOM_KEY if key == PAPER_RANDOM_SPLIT else key] = result
-    return {"exact_match": exact, "likelihood": likelihood}, pd.concat(scored.values(), ignore_index=True)
+    metrics: dict[str, Any] = {"exact_match": exact, "likelihood": {}}
+    try:
+        for key in (*LIKELIHOOD_SPLITS, PAPER_RANDOM_SPLIT):
+            frame = scored[key] = _likelihood_columns(key, scored[key], data, runner, seed)
+            result = _per_fact_test(frame)
+            if key == PAPER_RANDOM_SPLIT:
+                result["n_random_is_correct"] = int(frame["random_is_correct"].sum())
+            metrics["likelihood"][PAPER_RANDOM_KEY if key == PAPER_RANDOM_SPLIT else key] = result
+    except LogprobsUnavailableError as error:  # a chat endpoint: the test was not run, and no number stands in for it
+        metrics["likelihood_unavailable"] = str(error)
+    return metrics, pd.concat(scored.values(), ignore_index=True)
 
 
 def _facts(frame: pd.DataFrame) -> list[tuple[str, str]]:
@@ -246,8 +248,7 @@ def evaluate_exp1(args: Exp1Arguments) -> dict[str, Any]:
     into `args.output`."""
     run_info, dataset = evaluated_run(args.model, args.dataset, args.revision)
     data = Exp1Data.load(args.dataset, args.revision, args.max_examples_per_split)
-    model, tokenizer = load_model_and_tokenizer(args.model)
-    runner = BatchedRunner(model, tokenizer, args.batch_size)
+    runner = make_runner(args, run_info, "exp1")
     metrics, table = evaluate_splits(data, runner, args.seed)
     if args.in_context:
         metrics["in_context"], in_context_table = evaluate_in_context(

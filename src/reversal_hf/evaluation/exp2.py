@@ -32,6 +32,7 @@ import pandas as pd
 
 from reversal_hf import run_folder
 from reversal_hf.data.prompts import chat_messages, completion_prompt
+from reversal_hf.evaluation.arguments import EndpointArguments
 from reversal_hf.evaluation.data import checked_dataset_identity, limit_rows, load_split
 from reversal_hf.evaluation.errors import EvaluationError
 from reversal_hf.evaluation.loading import load_model_and_tokenizer
@@ -39,8 +40,6 @@ from reversal_hf.evaluation.scoring import completion_logprobs
 from reversal_hf.metrics.reversal_accuracy.reversal_accuracy import is_exact_match
 from reversal_hf.models import resolve_model
 from reversal_hf.openai_api import (
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_TIMEOUT_S,
     ResponseCache,
     chat_choices,
     make_client,
@@ -58,23 +57,16 @@ POSITIVE_FIELDS = ("samples", "max_tokens", "concurrency", "batch_size", "max_pa
 
 
 @dataclass(kw_only=True)
-class Exp2Arguments:
+class Exp2Arguments(EndpointArguments):
     """`reversal-hf eval exp2`: the back-end, the model, the dataset, sampling (openai) and batching (hf)."""
 
     backend: Literal["openai", "hf"] = field(metadata={"help": "openai: chat endpoint; hf: local model"})
     model: str = field(metadata={"help": "model name at the endpoint, or a local folder / Hub id (hf)"})
-    base_url: str | None = field(
-        default=None,
-        metadata={
-            "help": "OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else api.openai.com); key: OPENAI_API_KEY"
-        },
-    )
     dataset: str = field(metadata={"help": "reversal-exp2 folder or Hub id"})
     revision: str | None = field(default=None, metadata={"help": "dataset revision (Hub tag, branch or commit)"})
     samples: int = field(default=10, metadata={"help": "samples per question (openai)"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (openai)"})
     max_tokens: int = field(default=32, metadata={"help": "answer length limit (openai)"})
-    concurrency: int = field(default=8, metadata={"help": "requests in flight (openai)"})
     extra_body: dict[str, Any] | str | None = field(
         default=None,
         metadata={
@@ -82,10 +74,6 @@ class Exp2Arguments:
             '\'{"generation_config": "{\\"do_sample\\": true}"}\''
         },
     )
-    max_retries: int = field(
-        default=DEFAULT_MAX_RETRIES, metadata={"help": "per request, on 408/409/429/5xx/timeouts (openai)"}
-    )
-    timeout: float = field(default=DEFAULT_TIMEOUT_S, metadata={"help": "seconds per request (openai)"})
     cache: Path | None = field(
         default=None, metadata={"help": "response cache (default: <output>/eval/exp2_<model>_cache.jsonl)"}
     )

@@ -19,8 +19,7 @@ from reversal_hf.data.exp3 import EXAMPLE_DOC_PREFIX
 from reversal_hf.evaluation.arguments import EvaluatorArguments
 from reversal_hf.evaluation.data import evaluated_run, limit_rows, load_split
 from reversal_hf.evaluation.errors import EvaluationError
-from reversal_hf.evaluation.loading import load_model_and_tokenizer
-from reversal_hf.evaluation.runner import BatchedRunner, generate_and_match
+from reversal_hf.evaluation.runner import generate_and_match, make_runner
 
 CONFIGS = ("question_to_answer", "answer_to_question")
 
@@ -68,8 +67,7 @@ def evaluate_exp3(args: Exp3Arguments) -> dict[str, Any]:
     run_info, dataset = evaluated_run(args.model, args.dataset, args.revision)
     configs = configs_to_evaluate(run_info, args.config)
     sets = held_out_sets(args.dataset, args.revision, configs, args.max_examples_per_split)
-    model, tokenizer = load_model_and_tokenizer(args.model)
-    metrics, scored = generate_and_match(sets, BatchedRunner(model, tokenizer, args.batch_size))
+    metrics, scored = generate_and_match(sets, make_runner(args, run_info, "exp3"))
     result = run_folder.metrics_header("exp3", args.model, run_info, dataset=dataset, exact_match=metrics)
     run_folder.write_table(run_folder.examples_path(args.output, "exp3"), pd.concat(scored.values(), ignore_index=True))
     run_folder.write_metrics(args.output, "exp3", result)

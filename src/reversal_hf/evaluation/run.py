@@ -3,20 +3,22 @@ was trained on, with the results written into the folder (where the model card p
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reversal_hf import run_folder
-from reversal_hf.evaluation.arguments import BatchingArguments
+from reversal_hf.evaluation.arguments import BatchingArguments, EndpointArguments
 from reversal_hf.evaluation.errors import EvaluationError
 from reversal_hf.evaluation.exp1 import Exp1Arguments, Exp1Options, evaluate_exp1
 from reversal_hf.evaluation.exp3 import Exp3Arguments, evaluate_exp3
 
 
 @dataclass(kw_only=True)
-class RunArguments(BatchingArguments, Exp1Options):
-    """`reversal-hf eval run <run_dir>`: the experiment, model and dataset come from the run folder."""
+class RunArguments(BatchingArguments, Exp1Options, EndpointArguments):
+    """`reversal-hf eval run <run_dir>`: the experiment, model and dataset come from the run folder (an OpenAI run's
+    model is its `fine_tuned_model`, at the endpoint)."""
 
 
 def evaluate_run(run_dir: str | Path, args: RunArguments | None = None) -> dict[str, Any]:
@@ -35,6 +37,8 @@ def evaluate_run(run_dir: str | Path, args: RunArguments | None = None) -> dict[
         "output": Path(run_dir),
         "batch_size": args.batch_size,
         "max_examples_per_split": args.max_examples_per_split,
+        "backend": "openai" if info.get("training_mode") == run_folder.OPENAI_TRAINING_MODE else "hf",
+        **{item.name: getattr(args, item.name) for item in dataclasses.fields(EndpointArguments)},
     }
     experiment = info.get("experiment")
     if experiment == "exp1":

@@ -1,16 +1,28 @@
-"""How an evaluation talks to a model: a `Runner` generates and scores whole evaluation sets at once."""
+"""How an evaluation talks to a model: a `Runner` generates and scores whole evaluation sets at once.
+
+Two implementations: `BatchedRunner` (a local model, in batches) and `openai_arm.scoring.OpenAIRunner` (a model at
+an OpenAI-compatible endpoint); `make_runner` picks one by the arguments' `backend`, so each evaluator is written once.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from reversal_hf import run_folder
+from reversal_hf.evaluation.errors import EvaluationError
 from reversal_hf.evaluation.generation import greedy_generate
+from reversal_hf.evaluation.loading import load_model_and_tokenizer
 from reversal_hf.evaluation.metrics import exact_match
 from reversal_hf.evaluation.scoring import completion_logprobs, score_completions
 
+if TYPE_CHECKING:
+    from reversal_hf.evaluation.arguments import EvaluatorArguments
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 # Extra tokens beyond the longest reference: a model may spell the same text in more, smaller tokens.
 GENERATION_MARGIN = 4
 
@@ -20,7 +32,9 @@ class Runner(Protocol):
 
     def generate(self, prompts: Sequence[str], max_new_tokens: Sequence[int]) -> list[str]: ...
 
-    def logprobs(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]: ...
+    def logprobs(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        """Summed log-prob of each completion given its prompt; `LogprobsUnavailableError` where the model has none."""
+        ...
 
     def losses(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]: ...
 
@@ -37,11 +51,8 @@ class BatchedRunner:
 
     def generate(self, prompts: Sequence[str], max_new_tokens: Sequence[int]) -> list[str]:
         """Greedy continuations; a prompt asked with several budgets is generated once with the largest."""
-        budgets: dict[str, int] = {}
-        for prompt, budget in zip(prompts, max_new_tokens, strict=True):
-            budgets[prompt] = max(budgets.get(prompt, 0), budget)
         groups: dict[int, list[str]] = defaultdict(list)
-        for prompt, budget in budgets.items():
+        for prompt, budget in largest_budgets(prompts, max_new_tokens).items():
             groups[budget].append(prompt)
         generations: dict[str, str] = {}
         for budget, group in sorted(groups.items()):
@@ -50,13 +61,12 @@ class BatchedRunner:
         return [generations[prompt] for prompt in prompts]
 
     def logprobs(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        pairs = list(zip(prompts, completions, strict=True))
-        unique = list(dict.fromkeys(pairs))
-        values = completion_logprobs(
-            self.model, self.tokenizer, [p for p, _ in unique], [c for _, c in unique], batch_size=self.batch_size
-        )
-        by_pair = dict(zip(unique, values, strict=True))
-        return [by_pair[pair] for pair in pairs]
+        def score(pairs: list[tuple[str, str]]) -> list[float]:
+            return completion_logprobs(
+                self.model, self.tokenizer, [p for p, _ in pairs], [c for _, c in pairs], batch_size=self.batch_size
+            )
+
+        return once_each(list(zip(prompts, completions, strict=True)), score)
 
     def losses(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         """Mean per-token negative log-likelihood of each completion given its prompt (the training loss)."""
@@ -65,6 +75,42 @@ class BatchedRunner:
 
     def token_count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def largest_budgets(prompts: Sequence[str], max_new_tokens: Sequence[int]) -> dict[str, int]:
+    """Each distinct prompt with the largest token budget it is asked with (generated once with that)."""
+    budgets: dict[str, int] = {}
+    for prompt, budget in zip(prompts, max_new_tokens, strict=True):
+        budgets[prompt] = max(budgets.get(prompt, 0), budget)
+    return budgets
+
+
+def once_each(items: Sequence[K], compute: Callable[[list[K]], list[V]]) -> list[V]:
+    """`compute` over the distinct items only (first-seen order), its answers given back for every item."""
+    unique = list(dict.fromkeys(items))
+    by_item = dict(zip(unique, compute(unique), strict=True))
+    return [by_item[item] for item in items]
+
+
+def make_runner(args: EvaluatorArguments, run_info: dict[str, Any] | None, experiment: str) -> Runner:
+    """The evaluated model as a `Runner`: a local model (`hf`), or a model at an OpenAI-compatible endpoint (`openai`):
+    the model name given, or an OpenAI run folder's `fine_tuned_model`. The endpoint's answers are cached in
+    `<output>/eval/<experiment>_openai_cache.jsonl`, so an interrupted evaluation resumes without paying twice."""
+    if args.backend == "hf":
+        return BatchedRunner(*load_model_and_tokenizer(args.model), args.batch_size)
+    from reversal_hf.openai_api import ResponseCache, is_completion_model, make_client
+    from reversal_hf.openai_arm.scoring import OpenAIRunner
+
+    if run_info is not None:
+        model = run_info.get("fine_tuned_model")
+        if not model:
+            raise EvaluationError(f"{run_folder.run_info_path(args.model)}: no fine_tuned_model (not an OpenAI run)")
+        chat = (run_info.get("openai") or {}).get("data_format") == "chat"
+    else:
+        model, chat = args.model, not is_completion_model(args.model)
+    client = make_client(args.base_url, max_retries=args.max_retries, timeout_s=args.timeout)
+    cache = ResponseCache(run_folder.eval_dir(args.output) / f"{experiment}_openai_cache.jsonl")
+    return OpenAIRunner(client, cache, model, chat=chat, concurrency=args.concurrency)
 
 
 def generation_budget(runner: Runner, references: Sequence[str]) -> int:

@@ -2,6 +2,6 @@
 
 `recipe` (the OpenAI recipe YAML), `data` (our rows as the API's JSONL, checked before upload), `jobs` (upload,
 create, follow, resume, the run folder), `scoring` (greedy generations and prompt log-probs from the completions
-endpoint, for the evaluators), `cli` (`reversal-hf openai finetune|sweep`). Named `openai_arm` so that it never
-shadows the `openai` SDK.
+endpoint: `OpenAIRunner`, the evaluators' `--backend openai`), `cli` (`reversal-hf openai finetune|sweep`). Named
+`openai_arm` so that it never shadows the `openai` SDK.
 """

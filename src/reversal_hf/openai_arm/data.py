@@ -20,14 +20,12 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from reversal_hf import files
+from reversal_hf.openai_api import is_completion_model
 from reversal_hf.openai_arm.recipe import OpenAIFinetuneArguments
-from reversal_hf.train import resolve_dataset_name
+from reversal_hf.run_folder import resolve_local
 
-COMPLETION_MODELS = frozenset({"babbage-002", "davinci-002"})
 MIN_EXAMPLES = 10  # the API rejects training files with fewer examples
 MAX_FILE_BYTES = 512 * 1024**2  # the Files API's upload limit
 CHARS_PER_TOKEN = 4
@@ -43,7 +41,7 @@ def example_format(args: OpenAIFinetuneArguments) -> str:
     """`prompt_completion` or `chat`: the recipe's `data_format`, or the model's own when it is `auto`."""
     if args.data_format != "auto":
         return args.data_format
-    return "prompt_completion" if args.model in COMPLETION_MODELS else "chat"
+    return "prompt_completion" if is_completion_model(args.model) else "chat"
 
 
 def to_example(row: Mapping[str, Any], data_format: str) -> dict[str, Any]:
@@ -143,24 +141,12 @@ def training_file(
     )
 
 
-def dataset_identity(args: OpenAIFinetuneArguments) -> dict[str, Any]:
-    """Name, config, revision, and the build's content hash (`build_info.json`) when the dataset is a local folder."""
-    build_info = Path(resolve_dataset_name(args.dataset_name)) / "build_info.json"
-    content_hash = files.read_json(build_info).get("content_hash") if build_info.is_file() else None
-    return {
-        "name": args.dataset_name,
-        "config": args.dataset_config,
-        "revision": args.dataset_revision,
-        "content_hash": content_hash,
-    }
-
-
 def load_rows(args: OpenAIFinetuneArguments) -> list[dict[str, Any]]:
     """The training split's `prompt`/`completion` rows (the first `max_train_samples` when set)."""
     from datasets import load_dataset
 
     dataset = load_dataset(
-        resolve_dataset_name(args.dataset_name),
+        resolve_local(args.dataset_name),
         args.dataset_config,
         split=args.dataset_train_split,
         revision=args.dataset_revision,

@@ -18,10 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from reversal_hf import files
-from reversal_hf.openai_arm.data import CHARS_PER_TOKEN, TrainingFile, build_training_file, dataset_identity
+from reversal_hf import files, run_folder
+from reversal_hf.openai_arm.data import CHARS_PER_TOKEN, TrainingFile, build_training_file
 from reversal_hf.openai_arm.recipe import OpenAIRun
-from reversal_hf.train import RUN_INFO, git_commit
 
 if TYPE_CHECKING:
     import openai
@@ -103,10 +102,10 @@ def prepare(run: OpenAIRun) -> PreparedRun:
 
 def is_finished(run: OpenAIRun) -> bool:
     """Whether the run folder holds this run's `run_info.json`; one of other settings is an error, not a skip."""
-    path = run.output_dir / RUN_INFO
-    if not path.is_file():
+    run_info = run_folder.read_run_info(run.output_dir)
+    if run_info is None:
         return False
-    if files.read_json(path).get("resolved_config") != run.resolved_config():
+    if run_info.get("resolved_config") != run.resolved_config():
         raise FinetuneError(f"{run.output_dir} holds a finished run of other settings: choose another output_dir")
     return True
 
@@ -212,13 +211,13 @@ def write_run_info(prepared: PreparedRun, job: FineTuningJob, train_loss: float 
     run_info = {
         "recipe": prepared.run.recipe,
         "experiment": args.experiment,
-        "training_mode": "openai",
+        "training_mode": run_folder.OPENAI_TRAINING_MODE,
         "backend": "openai",
         "model_name_or_path": args.model,
         "fine_tuned_model": job.fine_tuned_model,
-        "dataset": dataset_identity(args),
+        "dataset": run_folder.dataset_identity(args.dataset_name, args.dataset_revision, config=args.dataset_config),
         "seed": job.seed,
-        "git_commit": git_commit(),
+        "git_commit": run_folder.git_commit(),
         "resolved_config": prepared.run.resolved_config(),
         "train_runtime_s": job.finished_at - job.created_at if job.finished_at else None,
         "train_loss": train_loss,
@@ -233,5 +232,5 @@ def write_run_info(prepared: PreparedRun, job: FineTuningJob, train_loss: float 
             "result_files": job.result_files,
         },
     }
-    files.write_json(prepared.output_dir / RUN_INFO, run_info)
+    run_folder.write_run_info(prepared.output_dir, run_info)
     return run_info

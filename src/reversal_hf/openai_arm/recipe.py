@@ -1,26 +1,33 @@
-"""OpenAI finetuning recipes: `recipes/openai_*.yaml` parsed by `transformers.HfArgumentParser` into
-`OpenAIFinetuneArguments`, with command-line overrides after `--`.
+"""OpenAI finetuning recipes: `recipes/openai_*.yaml` (`backend: openai`) parsed by `transformers.HfArgumentParser`
+into `OpenAIFinetuneArguments`, with command-line overrides after `--`.
 
-A sweep recipe names a `base:` recipe, may override its fields, and adds `grid:` (field → values) and `seeds:`;
-each grid point and seed is its own run in `<output_dir>/<field>=<value>_..._seed=<seed>/`.
+`base:` is resolved as for every recipe (`configs.read_recipe`). A sweep recipe adds `grid:` (field → values) and
+`seeds:`; each grid point and seed is its own run in `<output_dir>/<field>=<value>_..._seed=<seed>/`
+(`sweep.run_folder_name`, as the TRL sweep names them).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import io
-import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from reversal_hf import files
-from reversal_hf.configs import OUTPUTS_DIR, RecipeError, recipe_path
-from reversal_hf.sweep import run_folder_name
+from reversal_hf.configs import (
+    BACKEND_KEY,
+    OPENAI_BACKEND,
+    OUTPUTS_DIR,
+    SWEEP_KEYS,
+    RecipeError,
+    check_field_names,
+    read_recipe,
+    recipe_path,
+    unknown_field_error,
+)
+from reversal_hf.sweep import grid_points, run_folder_name
 
-SWEEP_KEYS = ("base", "grid", "seeds")
 SUFFIX_MAX_CHARS = 64  # the API's limit on a fine-tuned model name's suffix
 
 
@@ -94,29 +101,18 @@ class OpenAIRun:
 
 
 FIELDS = frozenset(f.name for f in dataclasses.fields(OpenAIFinetuneArguments))
+GRID_FIELDS = FIELDS - {"seed", "output_dir"}  # a sweep's seeds and run folders come from `seeds:` and the grid
 
 
-def _check_fields(path: Path, keys: Any, allowed: frozenset[str]) -> None:
-    for key in keys:
-        if key not in allowed:
-            hint = difflib.get_close_matches(str(key), allowed, n=1)
-            raise RecipeError(f"{path}: unknown field {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-
-
-def _read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """The recipe's fields with its `base:` chain resolved (base first, then this file's fields on top)."""
-    try:
-        config = files.read_yaml(path)
-    except files.FileFormatError as error:
-        raise RecipeError(str(error)) from None
-    _check_fields(path, config, FIELDS | set(SWEEP_KEYS))
-    if "base" not in config:
-        return config
-    base = recipe_path(str(config["base"]))
-    if base.resolve() in seen:
-        raise RecipeError(f"{path}: base recipe {config['base']!r} includes itself")
-    inherited = {key: value for key, value in _read_recipe(base, (*seen, path.resolve())).items() if key != "base"}
-    return {**inherited, **config}
+def _read_recipe(path: Path) -> dict[str, Any]:
+    """The recipe's fields with its `base:` chain resolved; every key checked, and the recipe an OpenAI one."""
+    config = read_recipe(path.as_posix())
+    if config.pop(BACKEND_KEY, None) != OPENAI_BACKEND:
+        raise RecipeError(
+            f"{path.stem} is not an OpenAI recipe ({BACKEND_KEY}: {OPENAI_BACKEND}): run `reversal-hf train` or `sweep`"
+        )
+    check_field_names(path, FIELDS | {BACKEND_KEY, *SWEEP_KEYS})
+    return config
 
 
 def _parse(path: Path, config: dict[str, Any], overrides: list[str]) -> OpenAIFinetuneArguments:
@@ -137,20 +133,19 @@ def _parse(path: Path, config: dict[str, Any], overrides: list[str]) -> OpenAIFi
     except (ValueError, TypeError) as error:
         raise RecipeError(f"{path.stem}: {str(error).splitlines()[0]}") from error
     if remaining:
-        name = remaining[0].lstrip("-").split("=", 1)[0].replace("-", "_")
-        hint = difflib.get_close_matches(name, FIELDS, n=1)
-        suggestion = f" (did you mean --{hint[0]}?)" if hint else ""
-        raise RecipeError(f"{path.stem}: unknown argument {remaining[0]!r}{suggestion}")
+        raise unknown_field_error(path.stem, remaining[0].lstrip("-").split("=", 1)[0], FIELDS)
     return args
 
 
 def _grid_points(path: Path, grid: Any) -> list[dict[str, Any]]:
-    if grid is None:
-        return [{}]
-    if not isinstance(grid, dict) or not all(isinstance(values, list) and values for values in grid.values()):
+    if grid is not None and not (
+        isinstance(grid, dict) and all(isinstance(values, list) and values for values in grid.values())
+    ):
         raise RecipeError(f"{path}: grid must map field names to non-empty lists of values")
-    _check_fields(path, grid, FIELDS - {"seed", "output_dir"})
-    return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    for name in grid or {}:
+        if name not in GRID_FIELDS:
+            raise unknown_field_error(f"{path}: grid", name, GRID_FIELDS)
+    return grid_points(grid)
 
 
 def load_runs(name_or_path: str, overrides: list[str] | None = None) -> list[OpenAIRun]:
@@ -161,7 +156,6 @@ def load_runs(name_or_path: str, overrides: list[str] | None = None) -> list[Ope
     path = recipe_path(name_or_path)
     config = _read_recipe(path)
     grid, seeds = config.pop("grid", None), config.pop("seeds", None)
-    config.pop("base", None)
     config.setdefault("output_dir", str(OUTPUTS_DIR / path.stem))
     args = _parse(path, config, list(overrides or []))
     if grid is None and seeds is None:

@@ -4,15 +4,18 @@ Greedy generations are temperature-0 completions (the paper's evaluation). A com
 completions endpoint with `echo=True, logprobs=0`: the endpoint returns the prompt's own tokens with their log-probs
 and character offsets, and the completion's log-prob is the sum over the tokens from the prompt's end. Chat models
 have no echo, so they give generations only. Every answer is cached (`openai_api.ResponseCache`), so an interrupted
-evaluation resumes without paying twice.
+evaluation resumes without paying twice. `OpenAIRunner` is the evaluators' `Runner` over these.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from reversal_hf.evaluation.errors import EvaluationError, LogprobsUnavailableError
+from reversal_hf.evaluation.runner import largest_budgets, once_each
 from reversal_hf.openai_api import OpenAIAPIError, ResponseCache, chat_choices, one_line_errors, run_concurrently
 
 if TYPE_CHECKING:
@@ -21,31 +24,40 @@ if TYPE_CHECKING:
 DEFAULT_CONCURRENCY = 8
 
 
+def greedy_generation(
+    client: openai.OpenAI, cache: ResponseCache, model: str, prompt: str, max_tokens: int, *, chat: bool = False
+) -> str:
+    """The prompt's temperature-0 continuation: `/completions`, or the assistant's reply to it as the user turn."""
+    if chat:
+        messages = [{"role": "user", "content": prompt}]
+        return chat_choices(client, cache, model=model, messages=messages, max_tokens=max_tokens, temperature=0)[0]
+    request = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
+    text = cache.get(request)
+    if text is None:
+        with one_line_errors(client):
+            text = client.completions.create(**request).choices[0].text
+        cache.put(request, text)
+    return text
+
+
 def greedy_generations(
     client: openai.OpenAI,
     cache: ResponseCache,
     model: str,
     prompts: Sequence[str],
     *,
-    max_tokens: int,
+    max_tokens: int | Sequence[int],
     chat: bool = False,
     concurrency: int = DEFAULT_CONCURRENCY,
 ) -> list[str]:
-    """Each prompt's temperature-0 continuation: `/completions`, or the assistant's reply to it as the user turn."""
-
-    def generate(prompt: str) -> str:
-        if chat:
-            messages = [{"role": "user", "content": prompt}]
-            return chat_choices(client, cache, model=model, messages=messages, max_tokens=max_tokens, temperature=0)[0]
-        request = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
-        text = cache.get(request)
-        if text is None:
-            with one_line_errors(client):
-                text = client.completions.create(**request).choices[0].text
-            cache.put(request, text)
-        return text
-
-    return run_concurrently(generate, list(prompts), concurrency=concurrency, description=f"{model} generations")
+    """`greedy_generation` of each prompt, with one budget for all or one per prompt, `concurrency` at a time."""
+    budgets = [max_tokens] * len(prompts) if isinstance(max_tokens, int) else list(max_tokens)
+    return run_concurrently(
+        lambda item: greedy_generation(client, cache, model, *item, chat=chat),
+        list(zip(prompts, budgets, strict=True)),
+        concurrency=concurrency,
+        description=f"{model} generations",
+    )
 
 
 def completion_logprob(client: openai.OpenAI, cache: ResponseCache, model: str, prompt: str, completion: str) -> float:
@@ -101,3 +113,60 @@ def completion_logprobs(
         concurrency=concurrency,
         description=f"{model} log-probs",
     )
+
+
+def token_upper_bound(text: str) -> int:
+    """At least the tokens of `text` in any of OpenAI's byte-level BPE encodings (each token covers a byte or more);
+    their vocabularies download at run time (tiktoken), which nothing here may do."""
+    return len(text.encode())
+
+
+@dataclass
+class OpenAIRunner:
+    """The evaluators' `Runner` on a model at an OpenAI-compatible endpoint: temperature-0 generations, and completion
+    log-probs from the completions endpoint's echo (`LogprobsUnavailableError` for a chat model, which has none)."""
+
+    client: openai.OpenAI
+    cache: ResponseCache
+    model: str
+    chat: bool = False
+    concurrency: int = DEFAULT_CONCURRENCY
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: Sequence[int]) -> list[str]:
+        """One request per distinct prompt, with the largest budget it is asked with."""
+        budgets = largest_budgets(prompts, max_new_tokens)
+        texts = greedy_generations(
+            self.client,
+            self.cache,
+            self.model,
+            list(budgets),
+            max_tokens=list(budgets.values()),
+            chat=self.chat,
+            concurrency=self.concurrency,
+        )
+        by_prompt = dict(zip(budgets, texts, strict=True))
+        return [by_prompt[prompt] for prompt in prompts]
+
+    def logprobs(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        if self.chat:
+            raise LogprobsUnavailableError(
+                f"{self.model} is a chat model: the chat endpoint gives no log-probs of a given completion"
+            )
+
+        def score(pairs: list[tuple[str, str]]) -> list[float]:
+            return completion_logprobs(
+                self.client,
+                self.cache,
+                self.model,
+                [p for p, _ in pairs],
+                [c for _, c in pairs],
+                concurrency=self.concurrency,
+            )
+
+        return once_each(list(zip(prompts, completions, strict=True)), score)
+
+    def losses(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        raise EvaluationError(f"{self.model}: per-token losses (prompt tuning, Appendix B.8) need a local model")
+
+    def token_count(self, text: str) -> int:
+        return token_upper_bound(text)

@@ -20,7 +20,15 @@ PER_RUN_KEYS = frozenset(
 )
 # Hyperparameters people sweep, tried first as a family's axes; others follow alphabetically. A key that the axes
 # already determine (gradient_accumulation_steps when sweeping per-device batch size at a fixed total) is no axis.
-PREFERRED_AXES = ("learning_rate", "total_batch_size", "per_device_train_batch_size", "num_train_epochs")
+PREFERRED_AXES = (
+    "learning_rate",
+    "total_batch_size",
+    "per_device_train_batch_size",
+    "num_train_epochs",
+    "learning_rate_multiplier",  # the OpenAI arm's (openai_arm.recipe)
+    "batch_size",
+    "n_epochs",
+)
 _REQUIRED_RUN_INFO = ("recipe", "seed")
 _REQUIRED_METRICS = {
     "exp1": ("exact_match",),
