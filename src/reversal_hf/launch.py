@@ -126,6 +126,33 @@ def _check_hub_model(repo_id: str, revision: str | None) -> None:
         raise RecipeError(f"model_name_or_path: {repo_id!r} unreachable ({type(error).__name__})") from error
 
 
+def local_model_dir(name: str) -> Path | None:
+    """The folder of a model prepared on this machine (a registered name once prepared, or a model folder)."""
+    from reversal_hf import models, paths
+
+    folder = paths.MODELS_DIR / name if name in models.REGISTRY else REPO_ROOT / name
+    return folder if (folder / "config.json").is_file() else None
+
+
+def check_training_documents(recipe: Recipe, *, dry_run: bool) -> None:
+    """No training document longer than `max_length` (`reversal_hf.truncation`), for models prepared here.
+
+    A Hub model's tokenizer is not fetched here: the job checks at start-up. A registered model not yet prepared
+    (a dry run) is checked once it is, by the run itself.
+    """
+    args = recipe.script_args
+    folder = local_model_dir(recipe.model_args.model_name_or_path)
+    if folder is None or (dry_run and local_dataset_dir(args.dataset_name) is None):
+        return
+    from transformers import AutoTokenizer
+
+    from reversal_hf.train import load_train_dataset
+    from reversal_hf.truncation import check_document_lengths
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), revision=recipe.model_args.model_revision)
+    check_document_lengths(recipe, load_train_dataset(recipe), tokenizer)
+
+
 def check_batch_size(recipe: Recipe, world_size: int) -> None:
     total = recipe.script_args.total_batch_size
     if total is not None:
@@ -172,6 +199,7 @@ def prepare(recipe_name: str, overrides: list[str], *, nnodes: int, dry_run: boo
     check_batch_size(recipe, processes_per_node(recipe) * nnodes)
     check_dataset(recipe, dry_run=dry_run)
     check_model(recipe, dry_run=dry_run)
+    check_training_documents(recipe, dry_run=dry_run)
     return recipe
 
 
