@@ -110,6 +110,13 @@ class LaunchArguments:
         default=None, metadata={"help": "Sweep grid: field -> list of values (JSON on the command line)."}
     )
     seeds: list[int] | None = field(default=None, metadata={"help": "Sweep seeds; one run per grid point and seed."})
+    dataset_configs: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Train once per dataset config (both Exp 3 instruction orders), each in <output_dir>/<config>/; "
+            "sweeps nest their runs the same way."
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.grid, str):

@@ -3,7 +3,9 @@
 Everything that can fail cheaply (unknown recipe or field, missing dataset config, unreachable model) fails here
 with one line, before any process group, model or dataset is loaded. `--dry-run` prints the exact command(s) and
 the resolved config; `--nnodes N` prints one command per node (the DeepSpeed "standard" multi-node launcher: each
-node runs its own `accelerate launch`, which is what `recipes/launch.slurm` does with `--machine-rank`).
+node runs its own `accelerate launch`, which is what `recipes/launch.slurm` does with `--machine-rank`). A recipe
+with `dataset_configs` (both Exp 3 instruction orders) starts one run per config, one after the other, each in
+`<output_dir>/<config>/`.
 """
 
 from __future__ import annotations
@@ -203,8 +205,34 @@ def prepare(recipe_name: str, overrides: list[str], *, nnodes: int, dry_run: boo
     return recipe
 
 
-def format_dry_run(recipe: Recipe, commands: list[list[str]]) -> str:
-    lines = []
+def per_config_overrides(recipe: Recipe) -> list[list[str]]:
+    """The overrides of each run of a recipe: one per `dataset_configs` entry, in `<output_dir>/<config>/`."""
+    if not recipe.launch_args.dataset_configs:
+        return [[]]
+    base = Path(recipe.training_args.output_dir)
+    return [
+        ["--dataset_config", config, "--output_dir", str(base / config)]
+        for config in recipe.launch_args.dataset_configs
+    ]
+
+
+def prepare_runs(recipe_name: str, overrides: list[str], *, nnodes: int, dry_run: bool) -> list[Recipe]:
+    """Each run `reversal-hf train` starts for a recipe (see `per_config_overrides`), all checked before the first."""
+    recipe = load_recipe(recipe_name, overrides, on_launcher=True)
+    if recipe.launch_args.dataset_configs and "--dataset_config" in overrides:
+        configs = " ".join(recipe.launch_args.dataset_configs)
+        raise RecipeError(
+            f"dataset_config: {recipe.name} trains each of dataset_configs ({configs}); pick with "
+            "--dataset_configs <config> ..."
+        )
+    return [
+        prepare(recipe_name, [*overrides, *extra], nnodes=nnodes, dry_run=dry_run)
+        for extra in per_config_overrides(recipe)
+    ]
+
+
+def format_dry_run(recipe: Recipe, commands: list[list[str]], *, name_run: bool = False) -> str:
+    lines = [f"# run {recipe.training_args.output_dir}"] if name_run else []
     for rank, command in enumerate(commands):
         if len(commands) > 1:
             lines.append(f"# node {rank}")
@@ -261,16 +289,27 @@ def main(argv: list[str] | None = None) -> int:
             raise RecipeError("--nnodes must be at least 1")
         if args.machine_rank is not None and not 0 <= args.machine_rank < args.nnodes:
             raise RecipeError(f"--machine-rank must be in 0..{args.nnodes - 1}")
-        recipe = prepare(args.recipe, overrides, nnodes=args.nnodes, dry_run=args.dry_run)
-        commands = build_commands(
-            recipe, nnodes=args.nnodes, main_process_ip=args.main_process_ip, main_process_port=args.main_process_port
-        )
+        recipes = prepare_runs(args.recipe, overrides, nnodes=args.nnodes, dry_run=args.dry_run)
+        commands = [
+            build_commands(
+                recipe,
+                nnodes=args.nnodes,
+                main_process_ip=args.main_process_ip,
+                main_process_port=args.main_process_port,
+            )
+            for recipe in recipes
+        ]
         if args.dry_run:
-            print(format_dry_run(recipe, commands))
+            runs = zip(recipes, commands, strict=True)
+            print("\n".join(format_dry_run(*run, name_run=len(recipes) > 1) for run in runs))
             return 0
         if args.nnodes > 1 and args.machine_rank is None:
             raise RecipeError("--machine-rank is required to run a multi-node launch (see recipes/launch.slurm)")
     except RecipeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    return run_command(commands[args.machine_rank or 0])
+    for node_commands in commands:
+        returncode = run_command(node_commands[args.machine_rank or 0])
+        if returncode != 0:
+            return returncode
+    return 0
