@@ -139,11 +139,16 @@ def local_model_dir(name: str) -> Path | None:
 def check_training_documents(recipe: Recipe, *, dry_run: bool) -> None:
     """No training document longer than `max_length` (`reversal_hf.truncation`), for models prepared here.
 
-    A Hub model's tokenizer is not fetched here: the job checks at start-up. A registered model not yet prepared
-    (a dry run) is checked once it is, by the run itself.
+    A Hub model's tokenizer is not fetched here: the job checks at start-up, as it does for a registered model that a
+    dry run finds not yet prepared (a note says so).
     """
+    from reversal_hf import models
+
     args = recipe.script_args
-    folder = local_model_dir(recipe.model_args.model_name_or_path)
+    name = recipe.model_args.model_name_or_path
+    folder = local_model_dir(name)
+    if folder is None and name in models.REGISTRY:
+        print(f"note: {recipe.name}: document lengths not checked, {name} is not prepared yet", file=sys.stderr)
     if folder is None or (dry_run and local_dataset_dir(args.dataset_name) is None):
         return
     from transformers import AutoTokenizer
@@ -219,7 +224,7 @@ def per_config_overrides(recipe: Recipe) -> list[list[str]]:
 def prepare_runs(recipe_name: str, overrides: list[str], *, nnodes: int, dry_run: bool) -> list[Recipe]:
     """Each run `reversal-hf train` starts for a recipe (see `per_config_overrides`), all checked before the first."""
     recipe = load_recipe(recipe_name, overrides, on_launcher=True)
-    if recipe.launch_args.dataset_configs and "--dataset_config" in overrides:
+    if recipe.launch_args.dataset_configs and any(arg.split("=")[0] == "--dataset_config" for arg in overrides):
         configs = " ".join(recipe.launch_args.dataset_configs)
         raise RecipeError(
             f"dataset_config: {recipe.name} trains each of dataset_configs ({configs}); pick with "
