@@ -74,9 +74,10 @@ def test_every_recipe_resolves_under_dry_run(name: str, dataset_for, capsys: pyt
         assert int(command[command.index("--num_processes") + 1]) == launch.processes_per_node(recipe)
         assert command[command.index("--config") - 1] == "scripts/sft.py"
     if not _is_sweep(name):
-        resolved = yaml.safe_load(out.split(f"# resolved config of {name}\n", 1)[1])
+        resolved = yaml.safe_load(out.split(f"# resolved config of {name}\n", 1)[1].split("\n# run ", 1)[0])
         assert resolved["dataset_name"] == str(dataset_for(name))
-        assert resolved["output_dir"] == f"outputs/{name}"
+        configs = recipe.launch_args.dataset_configs  # one run per config, the first printed first
+        assert resolved["output_dir"] == (f"outputs/{name}/{configs[0]}" if configs else f"outputs/{name}")
         assert resolved["learning_rate"] == recipe.training_args.learning_rate
 
 
@@ -99,7 +100,8 @@ def test_multi_node_dry_run_prints_one_command_per_node(capsys: pytest.CaptureFi
     argv = ["exp3_llama30b", "--dry-run", "--nnodes", "4", "--main-process-ip", "10.0.0.1"]
     assert launch.main([*argv, "--", "--dataset_name", str(exp3_dataset_dir)]) == 0
     commands = _commands(capsys.readouterr().out)
-    assert [c[c.index("--machine_rank") + 1] for c in commands] == ["0", "1", "2", "3"]
+    # One command per node for each instruction order (exp3_llama30b trains both, one after the other).
+    assert [c[c.index("--machine_rank") + 1] for c in commands] == ["0", "1", "2", "3"] * 2
     for command in commands:
         assert command[command.index("--num_machines") + 1] == "4"
         assert command[command.index("--num_processes") + 1] == "32"  # 8 per node, accelerate counts all nodes
@@ -229,6 +231,52 @@ def test_seed_sweep_runs_one_folder_per_seed(exp1_dataset_dir: Path, capsys: pyt
     out = capsys.readouterr().out
     assert [c[c.index("--seed") + 1] for c in _commands(out)] == [str(seed) for seed in range(10)]
     assert "outputs/exp1_llama7b_prompt_tuning/seed=9" in out
+
+
+ORDERS = ["answer_to_question", "question_to_answer"]
+
+
+@pytest.mark.parametrize("size", ["7b", "13b", "30b"])
+def test_exp3_llama_trains_both_orders_in_their_own_folders(
+    size: str, exp3_dataset_dir: Path, capsys: pytest.CaptureFixture[str]
+):
+    assert launch.main([f"exp3_llama{size}", "--dry-run", "--", "--dataset_name", str(exp3_dataset_dir)]) == 0
+    out = capsys.readouterr().out
+    commands = _commands(out)
+    assert [(c[c.index("--dataset_config") + 1], c[c.index("--output_dir") + 1]) for c in commands] == [
+        (order, f"outputs/exp3_llama{size}/{order}") for order in ORDERS
+    ]
+    assert [line for line in out.splitlines() if line.startswith("# run ")] == [
+        f"# run outputs/exp3_llama{size}/{order}" for order in ORDERS
+    ]
+
+
+def test_one_order_is_picked_with_dataset_configs(exp3_dataset_dir: Path, capsys: pytest.CaptureFixture[str]):
+    overrides = ["--dataset_name", str(exp3_dataset_dir)]
+    assert launch.main(["exp3_llama30b", "--dry-run", "--", *overrides, "--dataset_configs", ORDERS[1]]) == 0
+    assert [c[c.index("--output_dir") + 1] for c in _commands(capsys.readouterr().out)] == [
+        f"outputs/exp3_llama30b/{ORDERS[1]}"
+    ]
+    assert launch.main(["exp3_llama30b", "--dry-run", "--", *overrides, "--dataset_config", ORDERS[1]]) == 1
+    assert "--dataset_configs" in _one_line_error(capsys)
+
+
+def test_exp3_sweeps_cover_both_orders(exp3_dataset_dir: Path, capsys: pytest.CaptureFixture[str]):
+    assert sweep.main(["exp3_llama30b_sweep", "--dry-run", "--", "--dataset_name", str(exp3_dataset_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "24 runs" in out
+    for order in ORDERS:
+        runs = [c for c in _commands(out) if c[c.index("--dataset_config") + 1] == order]
+        assert len(runs) == 12
+        assert all(c[c.index("--output_dir") + 1].startswith(f"outputs/exp3_llama30b_sweep/{order}/") for c in runs)
+    assert sweep.main(["exp3_llama7b", "--dry-run", "--", "--dataset_name", str(exp3_dataset_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "10 runs" in out and f"outputs/exp3_llama7b/{ORDERS[1]}/seed=4" in out
+
+
+def test_exp1_llama7b_runs_the_papers_three_seeds(exp1_dataset_dir: Path, capsys: pytest.CaptureFixture[str]):
+    assert sweep.main(["exp1_llama7b", "--dry-run", "--", "--dataset_name", str(exp1_dataset_dir)]) == 0
+    assert len({c[c.index("--seed") + 1] for c in _commands(capsys.readouterr().out)}) == 3
 
 
 def test_slurm_script_runs_one_launcher_per_node():

@@ -362,3 +362,30 @@ def test_api_and_cli_dispatch(runs: dict[str, list[Path]], tmp_path: Path, capsy
     missing = tmp_path / "missing-run"
     assert cli.main(["report", str(missing), "--output", str(tmp_path / "out")]) == 1
     assert capsys.readouterr().err == f"error: {missing}: not a folder\n"
+
+
+def test_exp3_both_orders_side_by_side_and_in_one_sweep_grid(tmp_path: Path) -> None:
+    """An Exp 3 sweep over both instruction orders: one grid per order's split, both orders in the Exp 3 table."""
+    from reversal_hf.reporting.runs import group_runs, load_runs
+
+    folders, accuracy = [], {}
+    for config in ("answer_to_question", "question_to_answer"):
+        for lr in (1e-5, 2e-5):
+            for batch in (8, 32):
+                name = f"{config}/lr{lr}-bs{batch}"
+                accuracy[name] = (0.9 if config == "question_to_answer" else 0.0) + lr * 1e3 + batch / 1e3
+                info = _info("exp3_llama7b_sweep", 0, "exp3", learning_rate=lr, total_batch_size=batch)
+                info["resolved_config"]["dataset_config"] = config
+                metrics = {"experiment": "exp3", "exact_match": {f"{config}/test": {"accuracy": accuracy[name]}}}
+                folders.append(_write_run(tmp_path / name, info, {"exp3": metrics}))
+    groups = group_runs(load_runs(folders), "exp3")
+    (grid,) = tables.sweeps(groups, {"exp3": ()})
+    assert (grid["row_key"], grid["col_key"]) == ("learning_rate", "total_batch_size")
+    assert grid["mean_accuracy"]["question_to_answer/test"][1][0] == pytest.approx(
+        accuracy["question_to_answer/lr2e-05-bs8"]
+    )
+    assert grid["mean_accuracy"]["answer_to_question/test"][0][1] == pytest.approx(
+        accuracy["answer_to_question/lr1e-05-bs32"]
+    )
+    directions = {row["direction"] for group in tables.exp3_table(groups) for row in group["rows"]}
+    assert directions == {"same", "reverse"}

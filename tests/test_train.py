@@ -32,6 +32,7 @@ RUN_INFO_KEYS = {
     "resolved_config",
     "train_runtime_s",
     "train_loss",
+    "precision",
 }
 KILL_AFTER_SAVE = """
 import os, signal, sys
@@ -86,6 +87,7 @@ def test_tiny_run_writes_the_run_folder(uninterrupted_run: Path, exp1_dataset_di
     }
     assert info["model_name_or_path"] == str(tiny_model_dir) and info["resolved_config"]["max_steps"] == 6
     assert len(info["git_commit"]) == 40 and math.isfinite(info["train_loss"]) and info["resumed_from"] is None
+    assert info["precision"]["dtype"] == "fp32" and info["precision"]["cpu_capability"]  # exp1_tiny sets bf16: false
     assert not list(uninterrupted_run.glob("checkpoint-*")), "a finished run keeps no checkpoints"
     model = AutoModelForCausalLM.from_pretrained(uninterrupted_run)
     AutoTokenizer.from_pretrained(uninterrupted_run)

@@ -10,9 +10,11 @@ model or dataset is touched.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,9 @@ import trl  # light: SFTConfig and ModelConfig (transformers, ~10 s) are importe
 
 from reversal_hf.files import FileFormatError, read_yaml
 from reversal_hf.paths import REPO_ROOT
+from reversal_hf.precision import Precision, choose_precision, trains_on_cpu
+
+logger = logging.getLogger(__name__)
 
 RECIPES_DIR = REPO_ROOT / "recipes"
 ACCELERATE_CONFIGS_DIR = REPO_ROOT / "accelerate_configs"
@@ -92,6 +97,13 @@ class ScriptArguments(trl.ScriptArguments):
         default=None,
         metadata={"help": "Evenly spaced rows per exact-match split for each curve point (all rows: none)."},
     )
+    allow_truncation: bool = field(
+        default=False,
+        metadata={
+            "help": "Train even when documents are longer than max_length (SFTTrainer cuts their end); by default "
+            "such a run stops before training (reversal_hf.truncation)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.isolated_padding_free and self.training_mode == "prompt_tuning":
@@ -120,6 +132,13 @@ class LaunchArguments:
         default=None, metadata={"help": "Sweep grid: field -> list of values (JSON on the command line)."}
     )
     seeds: list[int] | None = field(default=None, metadata={"help": "Sweep seeds; one run per grid point and seed."})
+    dataset_configs: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Train once per dataset config (both Exp 3 instruction orders), each in <output_dir>/<config>/; "
+            "sweeps nest their runs the same way."
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.grid, str):
@@ -148,6 +167,7 @@ class Recipe:
     model_args: Any  # trl.ModelConfig
     launch_args: LaunchArguments
     overrides: list[str] = field(default_factory=list)  # the command-line ones, passed on to the job as given
+    precision: Precision | None = None  # bf16 or fp32 and why; None where the launcher cannot see the job's device
 
     def resolved_config(self) -> dict[str, Any]:
         """Every argument, JSON-serialisable, with the Hub token (the only secret) redacted."""
@@ -278,34 +298,55 @@ def parse_recipe(args: list[str], *, as_cpu_host: bool = False) -> Recipe:
     """`--config <recipe.yaml> [--field value ...]`, the arguments `accelerate launch` passes to `scripts/sft.py`.
 
     Runs go to `outputs/<recipe>/` unless the recipe or an override names an `output_dir`. `as_cpu_host` checks the
-    recipe as a CPU-only machine would (see `load_recipe`) and keeps the recipe's own `use_cpu`.
+    recipe as a CPU-only machine would (see `load_recipe`) and keeps the recipe's own `use_cpu`. A recipe that leaves
+    `bf16` unset gets the precision this machine's device runs natively (`reversal_hf.precision`), not TRL's bf16.
     """
     if "--config" not in args[:-1]:
         raise RecipeError("usage: sft.py --config <recipe.yaml> [--field value ...]")
     path = Path(args[args.index("--config") + 1])
     parser = RecipeParser()
     parser.set_defaults(output_dir=str(OUTPUTS_DIR / path.stem))
+    parser.set_defaults_with_config(**{k: v for k, v in _read_recipe_file(path).items() if k != ENV_KEY})
+    with _one_line_errors(path):
+        declared = parser.parse_known_args(args)[0]  # the recipe's own values, before SFTConfig.__post_init__
+    precision = None
+    if not declared.fp16 and not (as_cpu_host and not declared.use_cpu):  # a GPU recipe's device is not this one
+        precision = choose_precision(declared.bf16, on_cpu=trains_on_cpu(declared.use_cpu))
+        if precision.warning:
+            logger.warning("%s: %s", path.stem, precision.warning)
+        if declared.bf16 is None:  # TRL's default would be bf16 everywhere
+            args = [*args, "--bf16", str(precision.bf16).lower()]
+    recipe = _parse(parser, path, [*args, "--use_cpu", "true"] if as_cpu_host else args)
+    recipe.precision = precision
+    if as_cpu_host:  # what the job will resolve: the recipe's values, as SFTConfig.__post_init__ treats use_cpu
+        recipe.training_args.use_cpu = declared.use_cpu
+        recipe.training_args.dataloader_pin_memory = declared.dataloader_pin_memory and not declared.use_cpu
+    return recipe
+
+
+@contextlib.contextmanager
+def _one_line_errors(path: Path) -> Iterator[None]:
+    """Every parse error as one `RecipeError` line naming the recipe."""
     try:
-        *arguments, unknown = parser.parse_args_and_config(
-            [*args, "--use_cpu", "true"] if as_cpu_host else args, return_remaining_strings=True
-        )
+        yield
     except RecipeError:
         raise
     except argparse.ArgumentError as error:  # a value of the wrong type, or not one of the choices
         raise RecipeError(f"{path.stem}: {error}") from error
     except (ValueError, TypeError) as error:  # a dataclass's own checks (SFTConfig, ScriptArguments, ...)
         raise RecipeError(f"{path.stem}: {str(error).splitlines()[0]}") from error
+
+
+def _parse(parser: RecipeParser, path: Path, args: list[str]) -> Recipe:
+    """The recipe's dataclasses from `args`."""
+    with _one_line_errors(path):
+        *arguments, unknown = parser.parse_args_and_config(args, return_remaining_strings=True)
     if unknown:
         flag = unknown[0].split("=", 1)[0]
         if not flag.startswith("--"):
             raise RecipeError(f"{path.stem}: unexpected argument {unknown[0]!r}")
         raise unknown_field_error(path.stem, flag.removeprefix("--"), _known_fields())
-    recipe = Recipe(path.stem, path, *arguments)
-    if as_cpu_host:  # what the job will resolve: the recipe's values, as SFTConfig.__post_init__ treats use_cpu
-        declared = parser.parse_known_args(args)[0]
-        recipe.training_args.use_cpu = declared.use_cpu
-        recipe.training_args.dataloader_pin_memory = declared.dataloader_pin_memory and not declared.use_cpu
-    return recipe
+    return Recipe(path.stem, path, *arguments)
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None, *, on_launcher: bool = False) -> Recipe:

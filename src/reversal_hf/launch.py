@@ -3,7 +3,9 @@
 Everything that can fail cheaply (unknown recipe or field, missing dataset config, unreachable model) fails here
 with one line, before any process group, model or dataset is loaded. `--dry-run` prints the exact command(s) and
 the resolved config; `--nnodes N` prints one command per node (the DeepSpeed "standard" multi-node launcher: each
-node runs its own `accelerate launch`, which is what `recipes/launch.slurm` does with `--machine-rank`).
+node runs its own `accelerate launch`, which is what `recipes/launch.slurm` does with `--machine-rank`). A recipe
+with `dataset_configs` (both Exp 3 instruction orders) starts one run per config, one after the other, each in
+`<output_dir>/<config>/`.
 """
 
 from __future__ import annotations
@@ -126,6 +128,38 @@ def _check_hub_model(repo_id: str, revision: str | None) -> None:
         raise RecipeError(f"model_name_or_path: {repo_id!r} unreachable ({type(error).__name__})") from error
 
 
+def local_model_dir(name: str) -> Path | None:
+    """The folder of a model prepared on this machine (a registered name once prepared, or a model folder)."""
+    from reversal_hf import models, paths
+
+    folder = paths.MODELS_DIR / name if name in models.REGISTRY else REPO_ROOT / name
+    return folder if (folder / "config.json").is_file() else None
+
+
+def check_training_documents(recipe: Recipe, *, dry_run: bool) -> None:
+    """No training document longer than `max_length` (`reversal_hf.truncation`), for models prepared here.
+
+    A Hub model's tokenizer is not fetched here: the job checks at start-up, as it does for a registered model that a
+    dry run finds not yet prepared (a note says so).
+    """
+    from reversal_hf import models
+
+    args = recipe.script_args
+    name = recipe.model_args.model_name_or_path
+    folder = local_model_dir(name)
+    if folder is None and name in models.REGISTRY:
+        print(f"note: {recipe.name}: document lengths not checked, {name} is not prepared yet", file=sys.stderr)
+    if folder is None or (dry_run and local_dataset_dir(args.dataset_name) is None):
+        return
+    from transformers import AutoTokenizer
+
+    from reversal_hf.train import load_train_dataset
+    from reversal_hf.truncation import check_document_lengths
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), revision=recipe.model_args.model_revision)
+    check_document_lengths(recipe, load_train_dataset(recipe), tokenizer)
+
+
 def check_batch_size(recipe: Recipe, world_size: int) -> None:
     total = recipe.script_args.total_batch_size
     if total is not None:
@@ -172,11 +206,38 @@ def prepare(recipe_name: str, overrides: list[str], *, nnodes: int, dry_run: boo
     check_batch_size(recipe, processes_per_node(recipe) * nnodes)
     check_dataset(recipe, dry_run=dry_run)
     check_model(recipe, dry_run=dry_run)
+    check_training_documents(recipe, dry_run=dry_run)
     return recipe
 
 
-def format_dry_run(recipe: Recipe, commands: list[list[str]]) -> str:
-    lines = []
+def per_config_overrides(recipe: Recipe) -> list[list[str]]:
+    """The overrides of each run of a recipe: one per `dataset_configs` entry, in `<output_dir>/<config>/`."""
+    if not recipe.launch_args.dataset_configs:
+        return [[]]
+    base = Path(recipe.training_args.output_dir)
+    return [
+        ["--dataset_config", config, "--output_dir", str(base / config)]
+        for config in recipe.launch_args.dataset_configs
+    ]
+
+
+def prepare_runs(recipe_name: str, overrides: list[str], *, nnodes: int, dry_run: bool) -> list[Recipe]:
+    """Each run `reversal-hf train` starts for a recipe (see `per_config_overrides`), all checked before the first."""
+    recipe = load_recipe(recipe_name, overrides, on_launcher=True)
+    if recipe.launch_args.dataset_configs and any(arg.split("=")[0] == "--dataset_config" for arg in overrides):
+        configs = " ".join(recipe.launch_args.dataset_configs)
+        raise RecipeError(
+            f"dataset_config: {recipe.name} trains each of dataset_configs ({configs}); pick with "
+            "--dataset_configs <config> ..."
+        )
+    return [
+        prepare(recipe_name, [*overrides, *extra], nnodes=nnodes, dry_run=dry_run)
+        for extra in per_config_overrides(recipe)
+    ]
+
+
+def format_dry_run(recipe: Recipe, commands: list[list[str]], *, name_run: bool = False) -> str:
+    lines = [f"# run {recipe.training_args.output_dir}"] if name_run else []
     for rank, command in enumerate(commands):
         if len(commands) > 1:
             lines.append(f"# node {rank}")
@@ -233,16 +294,27 @@ def main(argv: list[str] | None = None) -> int:
             raise RecipeError("--nnodes must be at least 1")
         if args.machine_rank is not None and not 0 <= args.machine_rank < args.nnodes:
             raise RecipeError(f"--machine-rank must be in 0..{args.nnodes - 1}")
-        recipe = prepare(args.recipe, overrides, nnodes=args.nnodes, dry_run=args.dry_run)
-        commands = build_commands(
-            recipe, nnodes=args.nnodes, main_process_ip=args.main_process_ip, main_process_port=args.main_process_port
-        )
+        recipes = prepare_runs(args.recipe, overrides, nnodes=args.nnodes, dry_run=args.dry_run)
+        commands = [
+            build_commands(
+                recipe,
+                nnodes=args.nnodes,
+                main_process_ip=args.main_process_ip,
+                main_process_port=args.main_process_port,
+            )
+            for recipe in recipes
+        ]
         if args.dry_run:
-            print(format_dry_run(recipe, commands))
+            runs = zip(recipes, commands, strict=True)
+            print("\n".join(format_dry_run(*run, name_run=len(recipes) > 1) for run in runs))
             return 0
         if args.nnodes > 1 and args.machine_rank is None:
             raise RecipeError("--machine-rank is required to run a multi-node launch (see recipes/launch.slurm)")
     except RecipeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    return run_command(commands[args.machine_rank or 0])
+    for node_commands in commands:
+        returncode = run_command(node_commands[args.machine_rank or 0])
+        if returncode != 0:
+            return returncode
+    return 0

@@ -34,7 +34,6 @@ from reversal_hf.reporting.runs import ReportInputError
 # A shortened run for CI: a few optimizer steps, a few examples per split; it checks the plumbing, not the result.
 QUICK_TRAIN_OVERRIDES = ["--max_steps", "8"]
 QUICK_EXAMPLES_PER_SPLIT = 16
-EXP3_CONFIGS = ("question_to_answer", "answer_to_question")
 
 
 class ReproduceError(RuntimeError):
@@ -176,7 +175,7 @@ def reproduce(plan: Plan) -> Path:
         run_dirs.append(run_dir)
     if plan.exp3_recipe:
         ensure_dataset("reversal-exp3", exp3_data)
-        for config in EXP3_CONFIGS:
+        for config in exp3_data.CONFIGS:  # both instruction orders, reported side by side
             run_dir = runs_dir / f"exp3-{config}"
             train_once(plan.exp3_recipe, run_dir, 0, plan.quick, ["--dataset_config", config])
             evaluate_once(run_dir, plan.quick)

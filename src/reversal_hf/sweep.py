@@ -1,8 +1,9 @@
 """`reversal-hf sweep <recipe>`: one run per grid point and seed, each in its own folder, skipping finished ones.
 
 A sweep is a recipe with `grid:` (field → values) and/or `seeds:`. Run folders are
-`<output_dir>/<field>=<value>_..._seed=<seed>/`; one holding `run_info.json` is finished (training writes it last),
-so rerunning a sweep after a crash picks up where it stopped (the interrupted run resumes from its checkpoint).
+`<output_dir>/<field>=<value>_..._seed=<seed>/`, under `<output_dir>/<config>/` for each of a recipe's
+`dataset_configs`; one holding `run_info.json` is finished (training writes it last), so rerunning a sweep after a
+crash picks up where it stopped (the interrupted run resumes from its checkpoint).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class SweepRun:
     point: dict[str, Any]
     seed: int
     output_dir: Path
+    dataset_config: str | None = None  # one of the recipe's `dataset_configs`
 
     @property
     def finished(self) -> bool:
@@ -35,6 +37,8 @@ class SweepRun:
 
     def overrides(self) -> list[str]:
         values = [arg for name, value in self.point.items() for arg in (f"--{name}", str(value))]
+        if self.dataset_config is not None:
+            values = ["--dataset_config", self.dataset_config, *values]
         return [*values, "--seed", str(self.seed), "--output_dir", str(self.output_dir)]
 
 
@@ -49,11 +53,17 @@ def grid_points(grid: dict[str, list[Any]] | None) -> list[dict[str, Any]]:
 
 
 def expand(recipe: Recipe) -> list[SweepRun]:
-    """Every grid point × seed of a recipe, in grid order (a recipe without a grid sweeps its seeds only)."""
+    """Every dataset config × grid point × seed of a recipe, in grid order (a recipe without a grid sweeps its seeds
+    only; one with `dataset_configs` nests each config's runs in `<output_dir>/<config>/`)."""
     seeds = recipe.launch_args.seeds or [recipe.training_args.seed]
-    base = Path(recipe.training_args.output_dir)
-    points = grid_points(recipe.launch_args.grid)
-    return [SweepRun(point, seed, base / run_folder_name(point, seed)) for point in points for seed in seeds]
+    root = Path(recipe.training_args.output_dir)
+    configs: list[str | None] = list(recipe.launch_args.dataset_configs or [None])
+    return [
+        SweepRun(point, seed, (root / config if config else root) / run_folder_name(point, seed), config)
+        for config in configs
+        for point in grid_points(recipe.launch_args.grid)
+        for seed in seeds
+    ]
 
 
 def plan(recipe: Recipe, overrides: list[str]) -> list[tuple[SweepRun, Recipe]]:

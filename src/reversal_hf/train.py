@@ -19,6 +19,7 @@ from typing import Any
 from reversal_hf import paths, run_folder
 from reversal_hf.configs import Recipe, RecipeError, gradient_accumulation_steps, parse_recipe
 from reversal_hf.evaluation.errors import EvaluationError
+from reversal_hf.truncation import check_document_lengths
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +190,9 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
     }
     dataset = load_train_dataset(recipe)
     tokenizer = AutoTokenizer.from_pretrained(model_path, revision=recipe.model_args.model_revision)
+    check_document_lengths(recipe, dataset, tokenizer)
+    if recipe.precision is not None:
+        logger.info("precision %s: %s", recipe.precision.as_dict()["dtype"], recipe.precision.reason)
     collator = padding_free_collator(tokenizer) if recipe.script_args.isolated_padding_free else None
     trainer = SFTTrainer(
         model=model_path,
@@ -229,6 +233,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
             "world_size": trainer.accelerator.num_processes,
             "resumed_from": checkpoint.name if checkpoint else None,
             "zero3": partitioning,
+            "precision": recipe.precision.as_dict() if recipe.precision else None,
         }
         run_folder.write_run_info(output_dir, run_info)
         remove_checkpoints(output_dir)

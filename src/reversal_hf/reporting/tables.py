@@ -22,6 +22,7 @@ EXP1_DIRECTIONS = {"p2d": "NameToDescription", "d2p": "DescriptionToName"}
 EXP1_OTHER_SPLITS = ("both/test", "all/validation")
 EXP1_SWEEP_SPLITS = ("p2d/test", "p2d/reverse_test", "d2p/test", "d2p/reverse_test")
 IN_CONTEXT_ORDERS = ("same", "reverse")
+DATASET_CONFIG_AXIS = "dataset_config"
 PROMPT_TUNING_LOSSES = ("same_order_loss", "reverse_loss", "shuffled_reverse_loss")
 
 
@@ -219,7 +220,8 @@ def sweeps(groups: list[RunGroup], splits_of: dict[str, tuple[str, ...]]) -> lis
         families.setdefault(group.family, []).append(group)
     grids = []
     for (experiment, recipe, model, mode), members in families.items():
-        keys = list(members[0].varying)
+        # A sweep over both Exp 3 instruction orders varies `dataset_config` too; each split names its config.
+        keys = [key for key in members[0].varying if key != DATASET_CONFIG_AXIS]
         if len(keys) != 2:
             continue
         row_key, col_key = keys
@@ -230,15 +232,17 @@ def sweeps(groups: list[RunGroup], splits_of: dict[str, tuple[str, ...]]) -> lis
         splits = splits_of.get(experiment) or tuple(
             dict.fromkeys(s for g in members for _, m in g.metrics() for s in m["exact_match"])
         )
-        cells = {(str(g.varying[row_key]), str(g.varying[col_key])): g for g in members}
+        cells: dict[tuple[str, str], list[RunGroup]] = {}
+        for g in members:
+            cells.setdefault((str(g.varying[row_key]), str(g.varying[col_key])), []).append(g)
         grid = {}
         for split in splits:
             means = []
             for row in row_values:
                 line = []
                 for col in col_values:
-                    group = cells.get((str(row), str(col)))
-                    accuracy = _accuracy(group, split) if group else None
+                    accuracies = [_accuracy(g, split) for g in cells.get((str(row), str(col)), [])]
+                    accuracy = next((a for a in accuracies if a is not None), None)
                     line.append(None if accuracy is None else accuracy["mean"])
                 means.append(line)
             grid[split] = means
