@@ -141,8 +141,8 @@ def run_arm(
 def summarize(arm: str, repeats: list[dict[str, Any]], on_cuda: bool) -> dict[str, Any]:
     """Medians over an arm's repeats, beside every repeat's numbers."""
     return {
-        "tokens_per_s": statistics.median(run["tokens_per_s"] for run in repeats),
-        "tokens_per_cpu_s": statistics.median(run["tokens_per_cpu_s"] for run in repeats),
+        "tokens_per_s": round(statistics.median(run["tokens_per_s"] for run in repeats), 1),
+        "tokens_per_cpu_s": round(statistics.median(run["tokens_per_cpu_s"] for run in repeats), 1),
         "first_loss": repeats[0]["first_loss"],
         "settings": {key: str(value) for key, value in speed_settings(arm, on_cuda).items()},
         "repeats": repeats,

@@ -231,8 +231,9 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
         peft_config=peft_config(recipe, model_path, dataset),
         callbacks=callbacks,
     )
-    if collator is not None and zero3_partitioning(trainer.model) is None:
-        check_document_isolation(trainer, collator)
+    packs_documents = collator is not None or trainer.padding_free  # ours, or TRL's `padding_free: true`
+    if packs_documents and zero3_partitioning(trainer.model) is None:
+        check_document_isolation(trainer, trainer.data_collator)
     checkpoint = last_complete_checkpoint(output_dir)
     if checkpoint is not None:
         logger.info("resuming from %s", checkpoint)
