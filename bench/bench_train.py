@@ -1,26 +1,27 @@
-"""Training throughput: TRL's default SFT settings against our recipe's settings, in one run on the same data.
+"""Training throughput: TRL's default SFT settings, TRL's padding-free batching and our collator, in one run.
 
-Both runs train the same model (fresh from the same weights) with the real `SFTTrainer` on the Experiment 1
-documents in the same order; only the speed settings differ:
+Every arm trains the same model (fresh from the same weights) with the real `SFTTrainer` on the same documents
+(by default Experiment 1's `all/train`) in the same order; only the speed settings differ:
 
 - `trl_default`: `SFTConfig` defaults (padded batches, activation checkpointing on, `max_length=1024`);
-- `ours`: padding-free rows of at most 256 tokens from `PaddingFreeCollator` (checked once with
-  `assert_document_isolation`), no activation checkpointing; on CUDA also fused AdamW and
-  `torch.compile(mode="reduce-overhead")` with the rows padded to multiples of 64 tokens, so that only a few static
-  shapes are captured as CUDA graphs.
+- `trl_padding_free`: our recipes' speed settings (no activation checkpointing, `max_length=None`; on CUDA fused
+  AdamW and `torch.compile(mode="reduce-overhead")`) with TRL's `padding_free=True`: the whole batch in one row;
+- `ours`: the same settings with `PaddingFreeCollator`: rows of at most 256 tokens.
 
-Precision is the same in both (bf16 mixed on CUDA, float32 on CPU) so that the ratio measures batching and
-checkpointing, not dtype. Tokens/s counts the documents' tokens (no padding) over `--steps` timed steps that follow
-`--warmup-steps` untimed ones. The first logged loss of both runs is printed too: the same batch, packed or padded,
-must give the same loss.
+Both padding-free arms are checked once with `assert_document_isolation` before timing. On CUDA both pad their rows
+to multiples of 64 tokens, so that only a few static shapes are captured as CUDA graphs. Precision is the same in
+every arm (bf16 mixed on CUDA or with `--bf16`, else float32), so the ratios measure batching and checkpointing.
+Tokens/s counts the documents' tokens (no padding) over `--steps` timed steps that follow `--warmup-steps` untimed
+ones. The arms run interleaved (ABCABC...) `--repeats` times and the medians are reported, since a shared machine's
+load drifts. The first logged loss of every arm is printed too: the same batch, packed or padded, gives the same loss.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -35,9 +36,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from reversal_hf import paths
 from reversal_hf.collators import PaddingFreeCollator, assert_document_isolation
+from reversal_hf.files import write_json
 from reversal_hf.models import ModelPrepareError, resolve_model
 
-SETTINGS = ("trl_default", "ours")
+ARMS = ("trl_default", "trl_padding_free", "ours")
+COMPARED = [("trl_padding_free", "trl_default"), ("ours", "trl_default"), ("ours", "trl_padding_free")]
 ROW_TOKENS = 256
 CUDA_BUCKET = 64
 
@@ -73,26 +76,25 @@ class StepTimer(TrainerCallback):
         self.end = now
 
 
-def speed_settings(setting: str, on_cuda: bool) -> dict[str, Any]:
-    """The `SFTConfig` fields that differ between TRL's defaults and our recipe."""
-    if setting == "trl_default":
+def speed_settings(arm: str, on_cuda: bool) -> dict[str, Any]:
+    """The `SFTConfig` fields that differ from TRL's defaults in this arm."""
+    if arm == "trl_default":
         return {}
     return {
         "activation_checkpointing": False,
-        "padding_free": False,  # the custom collator packs; TRL refuses one together with padding_free=True
-        "max_length": None,  # the documents are one sentence each
+        "padding_free": arm == "trl_padding_free",  # TRL refuses a custom collator together with padding_free=True
+        "max_length": None,  # the documents are one sentence each; TRL's padding-free path requires None
         "optim": "adamw_torch_fused" if on_cuda else "adamw_torch",
         "torch_compile": on_cuda,
-        **({"torch_compile_mode": "reduce-overhead"} if on_cuda else {}),
+        **({"torch_compile_mode": "reduce-overhead", "pad_to_multiple_of": CUDA_BUCKET} if on_cuda else {}),
     }
 
 
-def run_setting(
-    setting: str, model_path: str, dataset, *, steps: int, warmup_steps: int, batch_size: int, output_dir: str
+def run_arm(
+    arm: str, model_path: str, dataset, *, steps: int, warmup_steps: int, batch_size: int, bf16: bool, output_dir: str
 ) -> dict[str, Any]:
-    """Train `warmup_steps + steps` steps with one setting and measure the timed steps' tokens/s."""
+    """Train `warmup_steps + steps` steps with one arm's settings and measure the timed steps' tokens/s."""
     from trl import SFTConfig, SFTTrainer
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     on_cuda = torch.cuda.is_available()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -101,27 +103,27 @@ def run_setting(
         output_dir=output_dir,
         max_steps=warmup_steps + steps,
         per_device_train_batch_size=batch_size,
-        bf16=on_cuda,
+        bf16=bf16,
         use_cpu=not on_cuda,
         logging_steps=1,
         save_strategy="no",
         report_to="none",
+        disable_tqdm=True,
         seed=0,
-        **speed_settings(setting, on_cuda),
+        **speed_settings(arm, on_cuda),
     )
-    if setting == "ours":
-        inner = PaddingFreeCollator(
+    ours = None
+    if arm == "ours":
+        ours = PaddingFreeCollator(
             tokenizer.pad_token_id, max_row_tokens=ROW_TOKENS, pad_to_multiple_of=CUDA_BUCKET if on_cuda else None
         )
-    else:  # what SFTTrainer builds when given no collator, made explicit so that its tokens can be counted
-        inner = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)
-    collator = CountingCollator(inner)
     timer = StepTimer(warmup_steps)
     trainer = SFTTrainer(
-        model, args=args, train_dataset=dataset, processing_class=tokenizer, data_collator=collator, callbacks=[timer]
+        model, args=args, train_dataset=dataset, processing_class=tokenizer, data_collator=ours, callbacks=[timer]
     )
-    if setting == "ours":
-        assert_document_isolation(trainer.model, inner, [trainer.train_dataset[i] for i in range(8)])
+    if arm != "trl_default":
+        assert_document_isolation(trainer.model, trainer.data_collator, [trainer.train_dataset[i] for i in range(8)])
+    collator = trainer.data_collator = CountingCollator(trainer.data_collator)
     trainer.train()
     tokens = sum(collator.tokens_per_batch[warmup_steps : warmup_steps + steps])
     seconds, cpu_seconds = (end - start for end, start in zip(timer.end, timer.start, strict=True))
@@ -133,76 +135,99 @@ def run_setting(
         "cpu_seconds": round(cpu_seconds, 3),
         "tokens_per_cpu_s": round(tokens / cpu_seconds, 1),
         "first_loss": losses[0],
-        "settings": {key: str(value) for key, value in speed_settings(setting, on_cuda).items()},
     }
 
 
-def load_documents(dataset_dir: Path):
-    """The Experiment 1 training documents (`all/train`) as a prompt-completion dataset."""
+def summarize(arm: str, repeats: list[dict[str, Any]], on_cuda: bool) -> dict[str, Any]:
+    """Medians over an arm's repeats, beside every repeat's numbers."""
+    return {
+        "tokens_per_s": round(statistics.median(run["tokens_per_s"] for run in repeats), 1),
+        "tokens_per_cpu_s": round(statistics.median(run["tokens_per_cpu_s"] for run in repeats), 1),
+        "first_loss": repeats[0]["first_loss"],
+        "settings": {key: str(value) for key, value in speed_settings(arm, on_cuda).items()},
+        "repeats": repeats,
+    }
+
+
+def load_documents(dataset_dir: Path, config: str):
+    """A built dataset's training documents (`<config>/train`) as a prompt-completion dataset."""
     from datasets import load_dataset
 
     if not (dataset_dir / "data").is_dir():
         raise FileNotFoundError(f"dataset folder {dataset_dir} not found: run `make data` first")
-    return load_dataset(str(dataset_dir), "all", split="train").select_columns(["prompt", "completion"])
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(handle.name, path)
+    return load_dataset(str(dataset_dir), config, split="train").select_columns(["prompt", "completion"])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny-exp1", help="registered name (see `reversal-hf models list`) or path")
     parser.add_argument("--dataset", type=Path, default=paths.DATASETS_DIR / "reversal-exp1")
-    parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps per setting")
-    parser.add_argument("--warmup-steps", type=int, default=5, help="untimed steps first (compilation, allocator)")
+    parser.add_argument("--config", default="all", help="dataset config whose `train` split is trained on")
+    parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per arm and repeat")
+    parser.add_argument("--warmup-steps", type=int, default=3, help="untimed steps first (compilation, allocator)")
     parser.add_argument("--batch-size", type=int, default=64, help="documents per step")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds over the arms; medians reported")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="which arms to run")
+    parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision on CPU too (always on CUDA)")
     parser.add_argument("--output-json", type=Path, help="write the measurements here")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.warmup_steps < 1 or args.batch_size < 1:
-        parser.error("--steps, --warmup-steps and --batch-size must be positive")
+    if min(args.steps, args.warmup_steps, args.batch_size, args.repeats) < 1:
+        parser.error("--steps, --warmup-steps, --batch-size and --repeats must be positive")
     try:
-        dataset = load_documents(args.dataset)
+        dataset = load_documents(args.dataset, args.config)
         model_path = resolve_model(args.model)
     except (FileNotFoundError, ModelPrepareError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
-    results = {}
+    on_cuda = torch.cuda.is_available()
+    device = torch.cuda.get_device_name() if on_cuda else f"CPU ({os.cpu_count()} cores)"
+    runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in args.arms}
     with tempfile.TemporaryDirectory() as output_dir:
-        for setting in SETTINGS:
-            results[setting] = run_setting(
-                setting,
-                model_path,
-                dataset,
-                steps=args.steps,
-                warmup_steps=args.warmup_steps,
-                batch_size=args.batch_size,
-                output_dir=output_dir,
-            )
-            result = results[setting]
-            print(
-                f"{setting:>12}: {result['tokens_per_s']:>9,.1f} tokens/s, {result['tokens_per_cpu_s']:,.1f} per CPU s",
-                flush=True,
-            )
-    speedup = results["ours"]["tokens_per_s"] / results["trl_default"]["tokens_per_s"]
-    cpu_speedup = results["ours"]["tokens_per_cpu_s"] / results["trl_default"]["tokens_per_cpu_s"]
-    losses = f"{results['trl_default']['first_loss']:.4f} padded, {results['ours']['first_loss']:.4f} padding-free"
-    print(f"     speedup: {speedup:.2f}x wall, {cpu_speedup:.2f}x CPU time (first loss {losses})")
+        for repeat in range(args.repeats):
+            for arm in args.arms:
+                result = run_arm(
+                    arm,
+                    model_path,
+                    dataset,
+                    steps=args.steps,
+                    warmup_steps=args.warmup_steps,
+                    batch_size=args.batch_size,
+                    bf16=on_cuda or args.bf16,
+                    output_dir=output_dir,
+                )
+                runs[arm].append(result)
+                print(
+                    f"[{repeat + 1}/{args.repeats}] {arm:>16}: {result['tokens_per_s']:>9,.1f} tokens/s, "
+                    f"{result['tokens_per_cpu_s']:,.1f} per CPU s, first loss {result['first_loss']:.4f}",
+                    flush=True,
+                )
+    results = {arm: summarize(arm, repeats, on_cuda) for arm, repeats in runs.items()}
+    ratios = {
+        f"{faster}/{slower}": {
+            "wall": round(results[faster]["tokens_per_s"] / results[slower]["tokens_per_s"], 3),
+            "cpu_time": round(results[faster]["tokens_per_cpu_s"] / results[slower]["tokens_per_cpu_s"], 3),
+        }
+        for faster, slower in COMPARED
+        if faster in results and slower in results
+    }
+    for arm, result in results.items():
+        speed = f"{result['tokens_per_s']:>9,.1f} tokens/s, {result['tokens_per_cpu_s']:,.1f} per CPU s"
+        print(f"median {arm:>16}: {speed}")
+    for name, ratio in ratios.items():
+        print(f"{name:>30}: {ratio['wall']:.2f}x wall, {ratio['cpu_time']:.2f}x CPU time")
     payload = {
         "model": args.model,
+        "dataset": f"{args.dataset.name}/{args.config}",
         "device": device,
         "steps": args.steps,
         "warmup_steps": args.warmup_steps,
         "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "bf16": on_cuda or args.bf16,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "trl": trl.__version__},
         "results": results,
-        "speedup": round(speedup, 3),
-        "cpu_time_speedup": round(cpu_speedup, 3),
+        "ratios": ratios,
     }
     if args.output_json:
         write_json(args.output_json, payload)

@@ -40,11 +40,20 @@ def examples(model_dir: Path) -> list[dict[str, list[int]]]:
     return [{"input_ids": tokenizer(p + c).input_ids} for p, c in FACTS]
 
 
-class AllOnesMaskCollator(PaddingFreeCollator):
+PADDING_FREE_COLLATORS = {
+    "ours": PaddingFreeCollator(pad_token_id=0, max_row_tokens=None),
+    "trl": DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True),
+}
+
+
+class AllOnesMaskCollator:
     """The trap: a 2D all-ones attention mask next to packed position_ids."""
 
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
     def __call__(self, examples):
-        batch = super().__call__(examples)
+        batch = self.inner(examples)
         return {**batch, "attention_mask": torch.ones_like(batch["input_ids"])}
 
 
@@ -110,12 +119,16 @@ def test_packed_logits_equal_logits_alone(model_dir: Path, examples: list, attn_
 
 
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
-def test_traps_leak_across_documents(model_dir: Path, examples: list, attn_implementation: str) -> None:
+@pytest.mark.parametrize("collator_name", sorted(PADDING_FREE_COLLATORS))
+def test_traps_leak_across_documents(
+    model_dir: Path, examples: list, attn_implementation: str, collator_name: str
+) -> None:
     model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation=attn_implementation).eval()
+    collator = PADDING_FREE_COLLATORS[collator_name]
     with pytest.raises(DocumentIsolationError, match="attend across boundaries"):
-        assert_document_isolation(model, AllOnesMaskCollator(pad_token_id=0), examples)
+        assert_document_isolation(model, AllOnesMaskCollator(collator), examples)
 
-    batch = PaddingFreeCollator(pad_token_id=0, max_row_tokens=None)(examples)
+    batch = collator(examples)
     inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
     with torch.no_grad():
         without_cache = model(**inputs, use_cache=False).logits
@@ -157,4 +170,32 @@ def test_sft_trainer_with_collator_masks_prompts_and_isolates(model_dir: Path, t
         labels = batch["labels"][row, start:end]
         assert (labels[:prompt_length] == IGNORE_INDEX).all() and (labels[prompt_length:] != IGNORE_INDEX).all()
         assert batch["input_ids"][row, end - 1] == tokenizer.eos_token_id
+    assert trainer.train().training_loss > 0
+
+
+def test_sft_trainer_with_trl_padding_free_isolates_in_one_row(model_dir: Path, tmp_path: Path) -> None:
+    """What the SmolLM2 recipes run: TRL's `padding_free=True`, the whole batch in one row, checked the same way."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    dataset = Dataset.from_dict({"prompt": [p for p, _ in FACTS] * 2, "completion": [c for _, c in FACTS] * 2})
+    settings = {"output_dir": str(tmp_path), "per_device_train_batch_size": 3, "max_steps": 2, "padding_free": True}
+    settings |= {"completion_only_loss": True, "report_to": [], "save_strategy": "no", "use_cpu": True}
+    with pytest.raises(ValueError, match="max_length"):  # why the recipes set `max_length: null`
+        SFTTrainer(model, args=SFTConfig(**settings), train_dataset=dataset, processing_class=tokenizer)
+    trainer = SFTTrainer(
+        model, args=SFTConfig(**settings, max_length=None), train_dataset=dataset, processing_class=tokenizer
+    )
+
+    assert trainer.padding_free and isinstance(trainer.data_collator, DataCollatorForLanguageModeling)
+    prepared = [trainer.train_dataset[i] for i in range(3)]
+    assert assert_document_isolation(trainer.model, trainer.data_collator, prepared) < 1e-5
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1
+    spans = document_spans(batch["position_ids"])
+    assert len(spans) == 3
+    for row, start, end in spans:
+        text = tokenizer.decode(batch["input_ids"][row, start:end], skip_special_tokens=True)
+        prompt_length = len(tokenizer(next(p for p, c in FACTS if text == p + c)).input_ids)
+        labels = batch["labels"][row, start:end]
+        assert (labels[:prompt_length] == IGNORE_INDEX).all() and (labels[prompt_length:] != IGNORE_INDEX).all()
     assert trainer.train().training_loss > 0

@@ -12,8 +12,19 @@ What was verified on CPU (transformers 5.24, TRL 1.16, Llama with `sdpa` and `ea
   `attention_mask` (the packed-row detection only runs without one), and running with a KV cache (`use_cache` is
   true in most model configs, and detection also only runs without a cache). `SFTTrainer.compute_loss` passes
   `use_cache=False`; anything else that runs packed rows must do the same.
-TRL's own `DataCollatorForLanguageModeling(padding_free=True)` isolates documents the same way, but `SFTTrainer`
-refuses a custom collator together with `padding_free=True`, so this collator is used with `padding_free=False`.
+
+TRL's own padding-free path (`SFTConfig(padding_free=True)`, TRL 1.16) isolates documents the same way: its
+`DataCollatorForLanguageModeling` concatenates the *whole batch into one row*, restarts `position_ids` per
+document, sets each document's first label to -100, and adds `cu_seq_lens_*`, `max_length_*` and `seq_idx` for
+varlen kernels (SDPA and eager ignore them and rely on `position_ids`). It needs `max_length=None` unless packing is
+on, and refuses a custom collator; despite `SFTConfig`'s help ("only supported with FlashAttention 2 or 3") it works
+with SDPA and eager on CPU, without a warning. Neither collator groups documents by length; the difference is the
+row: SDPA and eager attend over a dense mask of the whole row, so TRL's one row of 64 x 27 tokens costs the tiny
+Llama more than padding does; this collator's rows of <= 256 tokens trained it 1.3-2.4x faster in CPU time
+(1.8-6.4x wall) than TRL's path (bench/README.md).
+On SmolLM2-135M (bf16 on CPU, batch 16, MLP-bound) TRL's single row was faster, so the tiny recipes use this
+collator (`isolated_padding_free: true`) and the SmolLM2 recipes TRL's (`padding_free: true`);
+`reversal_hf.train` runs `assert_document_isolation` before training with either.
 """
 
 from __future__ import annotations

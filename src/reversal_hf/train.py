@@ -207,8 +207,9 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
         from reversal_hf.evaluation.curves import eval_curves_callback
 
         trainer.add_callback(eval_curves_callback(trainer, recipe.script_args))
-    if collator is not None and zero3_partitioning(trainer.model) is None:
-        check_document_isolation(trainer, collator)
+    packs_documents = collator is not None or trainer.padding_free  # ours, or TRL's `padding_free: true`
+    if packs_documents and zero3_partitioning(trainer.model) is None:
+        check_document_isolation(trainer, trainer.data_collator)
     checkpoint = last_complete_checkpoint(output_dir)
     if checkpoint is not None:
         logger.info("resuming from %s", checkpoint)
