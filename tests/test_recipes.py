@@ -182,6 +182,10 @@ def test_launcher_checks_gpu_recipes_without_changing_them():
         (["--model_name_or_path", "not a model id!"], "model_name_or_path"),
         (["--eval_curves_every", "often"], "eval_curves_every"),
         (["--eval_curves_max_examples", "0"], "eval_curves_max_examples"),
+        (
+            ["--training_mode", "prompt_tuning", "--isolated_padding_free", "false", "--padding_free", "true"],
+            "padding_free",
+        ),
     ],
 )
 def test_bad_fields_are_one_line_errors(overrides, field, exp1_dataset_dir: Path, capsys: pytest.CaptureFixture):

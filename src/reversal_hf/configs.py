@@ -318,6 +318,9 @@ def parse_recipe(args: list[str], *, as_cpu_host: bool = False) -> Recipe:
             args = [*args, "--bf16", str(precision.bf16).lower()]
     recipe = _parse(parser, path, [*args, "--use_cpu", "true"] if as_cpu_host else args)
     recipe.precision = precision
+    if recipe.training_args.padding_free and recipe.script_args.training_mode == "prompt_tuning":
+        # As for isolated_padding_free: PEFT drops position_ids, the only thing keeping TRL's packed documents apart.
+        raise RecipeError(f"{path.stem}: padding_free does not work with prompt tuning: set it to false")
     if as_cpu_host:  # what the job will resolve: the recipe's values, as SFTConfig.__post_init__ treats use_cpu
         recipe.training_args.use_cpu = declared.use_cpu
         recipe.training_args.dataloader_pin_memory = declared.dataloader_pin_memory and not declared.use_cpu
