@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("reversal_hf.evaluation", "Evaluate a run folder or model: eval {exp1,exp2,exp3} ..."),
     "report": ("reversal_hf.report", "Write the Markdown report and figures for run folders."),
     "reproduce": ("reversal_hf.reproduce", "The main job: build, train, evaluate and report Experiment 1."),
+    "mitigate": ("reversal_hf.mitigate", "Reverse training against the curse: the tiny-model study and its report."),
 }
 
 
