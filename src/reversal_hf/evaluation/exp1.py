@@ -291,9 +291,10 @@ def evaluate_reverse_mode(
 
     Keys are the name-first splits the questions come from (`p2d/test`: p2d facts, the order their reversed training
     documents have; `d2p/reverse_test`: d2p facts). A question the transformed `training` split gives away (the
-    paper's held-out template 39 cut before the name reads like training template 17, for `word` and `entity`) is
-    left out, and `excluded` says how many (of the whole split) and from which templates. The random completion is
-    another fact's reverse-mode completion under the same template, drawn as for the forward test.
+    paper's held-out template 39 cut before the name reads like training template 17, for `word` and `entity`; a
+    `segment` question cut after a few description segments can stand in a training document too) is left out, and
+    `excluded` says how many (of the whole split) and from which templates. The random completion is another fact's
+    reverse-mode completion under the same template, drawn as for the forward test.
     """
     entities = EXP1_ENTITIES if reversal.kind == "entity" else None
     documents = add_reversed_rows(training, reversal, entities)
