@@ -20,20 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from reversal_hf import __version__, files, paper_numbers, run_folder
-from reversal_hf.configs import RecipeError, read_recipe
+from reversal_hf.configs import read_recipe
 from reversal_hf.data import exp1 as exp1_data
-from reversal_hf.data.hub_layout import DatasetBuildError
-from reversal_hf.evaluation.errors import EvaluationError
-from reversal_hf.models import ModelPrepareError, prepare_model
+from reversal_hf.models import prepare_model
 from reversal_hf.report import NOT_AVAILABLE, _percent, markdown_table, text_table
 from reversal_hf.reporting import figures
 from reversal_hf.reporting.tables import stat
-from reversal_hf.reproduce import ReproduceError, ensure_dataset, evaluate_once, train_once
+from reversal_hf.reproduce import JOB_ERRORS, ReproduceError, ensure_dataset, evaluate_once, train_once
 
 BASE_RECIPE = "exp1_tiny"
 MODEL = "tiny-exp1"
 TARGET_RATIO = 0.9
-# Table columns: (key, header, where in the metrics). Forward questions first, then the reverse-mode ones.
+# Table columns and the metrics split each one reads: forward questions (exact_match), then reverse-mode ones.
 FORWARD = {
     "p2d/same": "p2d/test",
     "p2d/reverse": "p2d/reverse_test",
@@ -313,14 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.seeds < 1:
             raise ReproduceError("--seeds must be at least 1")
         study(select_methods(args.methods), args.seeds, args.quick, args.output)
-    except (
-        ReproduceError,
-        RecipeError,
-        DatasetBuildError,
-        EvaluationError,
-        files.FileFormatError,
-        ModelPrepareError,
-    ) as error:
+    except JOB_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
