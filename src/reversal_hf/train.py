@@ -111,7 +111,7 @@ def check_reversed_leaks(recipe: Recipe) -> None:
     """Exp 1 from a local folder: no held-out prompt, as written or transformed, is in the transformed training
     splits (`exp1.leak_check` with the recipe's transform)."""
     from reversal_hf.data import exp1 as exp1_data
-    from reversal_hf.data.leak_check import LeakError
+    from reversal_hf.data.hub_layout import DatasetBuildError
 
     args = recipe.script_args
     folder = Path(run_folder.resolve_local(args.dataset_name))
@@ -125,7 +125,7 @@ def check_reversed_leaks(recipe: Recipe) -> None:
             max_segment_words=args.reversal_max_segment_words,
             separator=args.reversal_separator,
         )
-    except LeakError as error:
+    except DatasetBuildError as error:  # a leak (LeakError) or a folder without Exp 1 splits
         raise TrainError(f"reversal_transform {args.reversal_transform}: {error}") from error
     logger.info("leak check passed on the %s-transformed dataset", args.reversal_transform)
 
