@@ -204,6 +204,7 @@ def mitigation_figure(methods: list[dict[str, Any]], path: Path) -> Path:
             offset = (index - (len(bars) - 1) / 2) * width
             axis.bar(x + offset, means, width, yerr=errors, capsize=2, color=color, label=label)
         axis.set_xticks(x, [_wrap(method["method"], 14) for method in methods], fontsize=8)
+        axis.set_xlim(-0.5, len(methods) - 0.5)
         axis.set_ylim(0, 105)
         axis.set_ylabel("exact match % (± SD over seeds)")
         axis.set_title(title)
