@@ -4,6 +4,7 @@ reverse-mode evaluation, the model card, and the `mitigate` study's report."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from reversal_hf.data.reversal_transforms import reverse_words
 from reversal_hf.evaluation import exp1 as exp1_eval
 from reversal_hf.evaluation.data import load_split
 from reversal_hf.model_card import build_model_card
+from reversal_hf.paths import REPO_ROOT
 from reversal_hf.train import TrainError, load_train_dataset
 
 TEXT_RECIPES = {
@@ -266,3 +268,23 @@ def test_study_report_has_the_table_the_verdicts_and_the_figure(tmp_path: Path) 
     assert "`entity` meets the target" in text and "`entity` p2d/test: 30 (templates 39)" in text
     assert (tmp_path / "out" / "mitigations.png").stat().st_size > 0
     assert json.loads((tmp_path / "out" / "report.json").read_text())["methods"][1]["p2d/reverse"]["mean"] == 0.85
+
+
+@pytest.mark.slow
+def test_make_mitigate_quick_writes_the_study_report(tmp_path: Path) -> None:
+    """`make mitigate QUICK=1`: every method, one seed, a few steps (~20 min on 2 busy cores, ~6 idle)."""
+    out = tmp_path / "mitigations"
+    result = subprocess.run(
+        ["make", "-s", "mitigate", "QUICK=1", f"MITIGATE_OUT={out}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=2400,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((out / "report.json").read_text())
+    assert [row["method"] for row in data["methods"]] == [method.name for method in mitigate.study_methods()]
+    for row in data["methods"]:
+        assert all(0.0 <= row[column]["mean"] <= 1.0 for column in mitigate.FORWARD)
+        assert (row["reverse_mode/p2d"] is not None) == (row["method"] in {"word", "entity", "segment"})
+    assert "reverse-mode p2d" in (out / "report.md").read_text() and (out / "mitigations.png").is_file()
