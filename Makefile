@@ -83,9 +83,10 @@ reproduce-full: data
 # Reverse training vs the baseline on the tiny model (about an hour for 3 seeds on 2 cores; QUICK=1: one seed, a few
 # steps, into its own folder so that a later full study never keeps a quick run).
 MITIGATE_OUT ?= results/mitigations$(if $(QUICK),_quick)
+MITIGATE_ARGS ?=
 
 mitigate: build/datasets/reversal-exp1
-	$(RHF) mitigate --seeds $(if $(QUICK),1,$(SEEDS)) $(if $(QUICK),--quick) --output $(MITIGATE_OUT)
+	$(RHF) mitigate --seeds $(if $(QUICK),1,$(SEEDS)) $(if $(QUICK),--quick) --output $(MITIGATE_OUT) $(MITIGATE_ARGS)
 
 bench: data
 	$(BIN)/python bench/bench_train.py
