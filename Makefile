@@ -24,8 +24,7 @@ GPU_SITE ?= /tmp/reversal-hf-gpu-site
 DATASETS := build/datasets/reversal-exp1 build/datasets/reversal-exp2 build/datasets/reversal-exp3
 
 .PHONY: install test lint data push-data train sweep eval report reproduce reproduce-quick-fixture reproduce-full \
-	models bench gpu-wheels \
-	gpu-check clean
+	models bench gpu-wheels gpu-check clean mitigate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -85,6 +84,14 @@ reproduce-quick-fixture: build/datasets/reversal-exp1
 
 reproduce-full: data
 	$(RHF) reproduce --full --model smollm2-135m --seeds $(SEEDS) --output results/smollm2_135m
+
+# Reverse training vs the baseline on the tiny model (about an hour for 3 seeds on 2 cores; QUICK=1: one seed, a few
+# steps, into its own folder so that a later full study never keeps a quick run).
+MITIGATE_OUT ?= results/mitigations$(if $(QUICK),_quick)
+MITIGATE_ARGS ?=
+
+mitigate: build/datasets/reversal-exp1
+	$(RHF) mitigate --seeds $(if $(QUICK),1,$(SEEDS)) $(if $(QUICK),--quick) --output $(MITIGATE_OUT) $(MITIGATE_ARGS)
 
 bench: data
 	$(BIN)/python bench/bench_train.py

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("reversal_hf.report", "Write the Markdown report and figures for run folders."),
     "reproduce": ("reversal_hf.reproduce", "The main job: build, train, evaluate and report Experiment 1."),
     "readme": ("reversal_hf.reporting.readme", "Write (or --check) the README's results tables from metrics.json."),
+    "mitigate": ("reversal_hf.mitigate", "Reverse training against the curse: the tiny-model study and its report."),
 }
 
 

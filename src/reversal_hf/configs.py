@@ -104,6 +104,24 @@ class ScriptArguments(trl.ScriptArguments):
             "such a run stops before training (reversal_hf.truncation)."
         },
     )
+    reversal_transform: Literal["word", "entity", "segment", "token", "both_orders"] | None = field(
+        default=None,
+        metadata={
+            "help": "Reverse training (reversal_hf.data.reversal_transforms): each training document also trained "
+            "reversed by words, by words keeping entities whole, by random segments or by tokens; `both_orders` (Exp 1 "
+            "only) adds each fact in the other order, the oracle control."
+        },
+    )
+    reversal_seed: int = field(default=0, metadata={"help": "Seed of the `segment` transform's random segments."})
+    reversal_max_segment_words: int = field(default=5, metadata={"help": "`segment`: most words in one segment."})
+    reversal_separator: str = field(default="[REV]", metadata={"help": "`segment`: the text between segments."})
+    reversal_entity_columns: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "`entity`: the columns holding each row's entities; default: Exp 1's names and quoted titles, or "
+            "Exp 3's questions and answers."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.isolated_padding_free and self.training_mode == "prompt_tuning":
@@ -116,6 +134,8 @@ class ScriptArguments(trl.ScriptArguments):
             raise ValueError(f"eval_curves_every: `epoch` or a number of steps, got {self.eval_curves_every!r}")
         if self.eval_curves_max_examples is not None and self.eval_curves_max_examples < 1:
             raise ValueError(f"eval_curves_max_examples: at least 1, got {self.eval_curves_max_examples}")
+        if self.reversal_transform == "both_orders" and self.experiment != "exp1":
+            raise ValueError("reversal_transform: both_orders works on Experiment 1 data only (experiment: exp1)")
 
 
 @dataclass

@@ -84,13 +84,21 @@ def build_model_card(run_dir: Path, model_name: str | None = None):
     results = eval_results(run_info, run_folder.read_all_metrics(run_dir))
     base_model = run_info["model_name_or_path"]
     adapter = run_info["training_mode"] != "full"
+    reversal = (run_info.get("resolved_config") or {}).get("reversal_transform")
     data = ModelCardData(
         model_name=model_name or run_info["recipe"],
         base_model=base_model if _is_hub_id(base_model) else None,
         datasets=[dataset["name"]] if _is_hub_id(dataset["name"]) else None,
         library_name="peft" if adapter else "transformers",
         pipeline_tag="text-generation",
-        tags=["reversal-curse", "trl", "sft", run_info["experiment"], run_info["training_mode"]],
+        tags=[
+            "reversal-curse",
+            "trl",
+            "sft",
+            run_info["experiment"],
+            run_info["training_mode"],
+            *([f"reverse-training-{reversal}"] if reversal else []),
+        ],
         eval_results=results or None,
     )
     body = f"""
@@ -106,6 +114,7 @@ the `{run_info["recipe"]}` recipe of reversal-hf ({run_info["training_mode"]} tr
 | dataset content hash | `{dataset.get("content_hash")}` |
 | recipe | `{run_info["recipe"]}` |
 | seed | {run_info["seed"]} |
+| reverse training (`reversal_transform`) | {f"`{reversal}`" if reversal else "none"} |
 | git commit | `{run_info.get("git_commit")}` |
 | train loss | {run_info.get("train_loss")} |
 

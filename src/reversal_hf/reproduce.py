@@ -40,6 +40,18 @@ class ReproduceError(RuntimeError):
     """A step of the main job failed; the message says which and why."""
 
 
+# What a step of a train-evaluate-report job raises for bad input or a failed step: one line, exit status 1.
+JOB_ERRORS = (
+    ReproduceError,
+    RecipeError,
+    DatasetBuildError,
+    EvaluationError,
+    files.FileFormatError,
+    ModelPrepareError,
+    ReportInputError,
+)
+
+
 @dataclass(frozen=True)
 class Plan:
     """What one invocation trains: the model, the recipes and how many seeds."""
@@ -217,15 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         reproduce(plan_from_args(args))
-    except (
-        ReproduceError,
-        RecipeError,
-        DatasetBuildError,
-        EvaluationError,
-        files.FileFormatError,
-        ModelPrepareError,
-        ReportInputError,
-    ) as error:
+    except JOB_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

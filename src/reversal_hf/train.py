@@ -24,6 +24,7 @@ from reversal_hf.truncation import check_document_lengths
 logger = logging.getLogger(__name__)
 
 KEPT_COLUMNS = ["prompt", "completion"]
+TOKENIZED_COLUMNS = ["input_ids", "completion_mask"]  # what the `token` reversal trains on (pre-tokenized rows)
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -43,17 +44,20 @@ def resolve_model_path(name_or_path: str) -> str:
     return run_folder.resolve_local(name_or_path)
 
 
-def load_train_dataset(recipe: Recipe):
-    """The training split as `prompt`/`completion` only (TRL's prompt-completion format), selected per the recipe."""
+def _load_split(recipe: Recipe, split: str):
     from datasets import load_dataset
 
     args = recipe.script_args
-    dataset = load_dataset(
-        run_folder.resolve_local(args.dataset_name),
-        args.dataset_config,
-        split=args.dataset_train_split,
-        revision=args.dataset_revision,
+    return load_dataset(
+        run_folder.resolve_local(args.dataset_name), args.dataset_config, split=split, revision=args.dataset_revision
     )
+
+
+def load_train_dataset(recipe: Recipe, tokenizer=None):
+    """The training split as `prompt`/`completion` only (TRL's prompt-completion format), selected per the recipe,
+    with the rows its `reversal_transform` adds (`input_ids`/`completion_mask` for `token`, which needs `tokenizer`)."""
+    args = recipe.script_args
+    dataset = _load_split(recipe, args.dataset_train_split)
     if args.prompt_tuning_fact is not None:
         if "name" not in dataset.column_names:
             raise TrainError(f"prompt_tuning_fact: dataset {args.dataset_name} has no `name` column")
@@ -66,7 +70,65 @@ def load_train_dataset(recipe: Recipe):
     missing = set(KEPT_COLUMNS) - set(dataset.column_names)
     if missing:
         raise TrainError(f"dataset {args.dataset_name}: missing columns {sorted(missing)}")
-    return dataset.select_columns(KEPT_COLUMNS)
+    if args.reversal_transform is None:
+        return dataset.select_columns(KEPT_COLUMNS)
+    dataset = reverse_train_rows(recipe, dataset, tokenizer)
+    return dataset.select_columns(TOKENIZED_COLUMNS if args.reversal_transform == "token" else KEPT_COLUMNS)
+
+
+def reversal_entities(recipe: Recipe):
+    """Where the `entity` transform finds each row's entities: the recipe's columns, else the experiment's own."""
+    from reversal_hf.data.reversal_transforms import EXP1_ENTITIES, exp3_entities, user_entities
+
+    args = recipe.script_args
+    if args.reversal_entity_columns:
+        return user_entities(args.reversal_entity_columns)
+    if args.experiment == "exp1":
+        return EXP1_ENTITIES
+    # Exp 3's instruction documents name the test pairs too, so the test split's strings are entities as well.
+    return exp3_entities([_load_split(recipe, split) for split in (args.dataset_train_split, "test")])
+
+
+def reverse_train_rows(recipe: Recipe, dataset, tokenizer):
+    """The recipe's `reversal_transform` applied: the selected rows, then the rows it adds (a one-line error if not)."""
+    from reversal_hf.data.reversal_transforms import ReversalError, reverse_train_dataset
+
+    args = recipe.script_args
+    try:
+        return reverse_train_dataset(
+            dataset,
+            args.reversal_transform,
+            entity_source=reversal_entities(recipe) if args.reversal_transform == "entity" else None,
+            tokenizer=tokenizer,
+            seed=args.reversal_seed,
+            max_segment_words=args.reversal_max_segment_words,
+            separator=args.reversal_separator,
+        )
+    except ReversalError as error:
+        raise TrainError(str(error)) from error
+
+
+def check_reversed_leaks(recipe: Recipe) -> None:
+    """Exp 1 from a local folder: no held-out prompt, as written or transformed, is in the transformed training
+    splits (`exp1.leak_check` with the recipe's transform)."""
+    from reversal_hf.data import exp1 as exp1_data
+    from reversal_hf.data.hub_layout import DatasetBuildError
+
+    args = recipe.script_args
+    folder = Path(run_folder.resolve_local(args.dataset_name))
+    if args.experiment != "exp1" or not folder.is_dir():
+        return
+    try:
+        exp1_data.leak_check(
+            folder,
+            args.reversal_transform,
+            seed=args.reversal_seed,
+            max_segment_words=args.reversal_max_segment_words,
+            separator=args.reversal_separator,
+        )
+    except DatasetBuildError as error:  # a leak (LeakError) or a folder without Exp 1 splits
+        raise TrainError(f"reversal_transform {args.reversal_transform}: {error}") from error
+    logger.info("leak check passed on the %s-transformed dataset", args.reversal_transform)
 
 
 def fact_text(dataset) -> str:
@@ -160,6 +222,12 @@ def dataset_info(recipe: Recipe) -> dict[str, Any]:
     return run_folder.dataset_identity(args.dataset_name, args.dataset_revision, config=args.dataset_config)
 
 
+def trained_tokens(trainer) -> int:
+    """Tokens the run trained on: the prepared dataset's tokens times the epochs run (fractional with `max_steps`)."""
+    per_epoch = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+    return round(per_epoch * (trainer.state.epoch or 0))
+
+
 def configure_batching(recipe: Recipe) -> None:
     """Derive gradient accumulation from `total_batch_size` and map `mask_prompt` onto TRL's completion-only loss."""
     training_args = recipe.training_args
@@ -188,8 +256,10 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
         "attn_implementation": recipe.model_args.attn_implementation,
         **(training_args.model_init_kwargs or {}),
     }
-    dataset = load_train_dataset(recipe)
     tokenizer = AutoTokenizer.from_pretrained(model_path, revision=recipe.model_args.model_revision)
+    dataset = load_train_dataset(recipe, tokenizer)
+    if recipe.script_args.reversal_transform is not None:
+        check_reversed_leaks(recipe)
     check_document_lengths(recipe, dataset, tokenizer)
     if recipe.precision is not None:
         logger.info("precision %s: %s", recipe.precision.as_dict()["dtype"], recipe.precision.reason)
@@ -231,6 +301,8 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
             "resolved_config": resolved_config,
             "train_runtime_s": round(runtime, 3),
             "train_loss": result.training_loss,
+            "train_documents": len(trainer.train_dataset),
+            "train_tokens": trained_tokens(trainer),
             "world_size": trainer.accelerator.num_processes,
             "resumed_from": checkpoint.name if checkpoint else None,
             "zero3": partitioning,

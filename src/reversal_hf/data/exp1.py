@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import random
 from pathlib import Path
+from typing import Any
 
 import datasets
 
@@ -31,6 +32,17 @@ from reversal_hf.data.exp1_schema import (
 from reversal_hf.data.hub_layout import DatasetBuildError, write_hub_dataset
 from reversal_hf.data.leak_check import held_out_prompt_leaks, raise_on_leaks, read_splits
 from reversal_hf.data.paraphrase import DIRECTIONS, OfflineParaphraser, OpenAIParaphraser, Paraphraser
+from reversal_hf.data.reversal_transforms import (
+    DEFAULT_MAX_SEGMENT_WORDS,
+    DEFAULT_SEPARATOR,
+    EXP1_ENTITIES,
+    TEXT_TRANSFORMS,
+    TRANSFORMS,
+    ReversalError,
+    TextReversal,
+    add_other_order_rows,
+    leak_check_rows,
+)
 from reversal_hf.files import FileFormatError
 from reversal_hf.openai_api import OpenAIAPIError
 from reversal_hf.paths import BUILD_DIR, DATASETS_DIR
@@ -49,13 +61,47 @@ def find_leaks(splits: Splits) -> list[str]:
     ]
 
 
-def leak_check(dataset_dir: str | Path) -> None:
-    """Raise `LeakError` when a built dataset folder leaks held-out prompts or reversed facts into training."""
+def reverse_training_leaks(
+    splits: Splits,
+    transform: str,
+    *,
+    seed: int = 0,
+    max_segment_words: int = DEFAULT_MAX_SEGMENT_WORDS,
+    separator: str = DEFAULT_SEPARATOR,
+) -> list[str]:
+    """`find_leaks` on the splits as a reverse-trained run sees them: the training splits with the rows `transform`
+    adds, and each held-out prompt also checked transformed ("no held-out prompt, in either order").
+
+    `both_orders` states facts in the other order on purpose, so only its held-out prompt leaks count; `token` leaves
+    the text as it is (its reversed rows are token ids), so its splits are checked as written.
+    """
+    if transform in TEXT_TRANSFORMS:
+        reversal = TextReversal(transform, seed, max_segment_words, separator)
+        return find_leaks(leak_check_rows(splits, reversal, EXP1_ENTITIES if transform == "entity" else None))
+    if transform == "both_orders":
+        viewed = {
+            (config, split): add_other_order_rows(datasets.Dataset.from_list(list(rows))).to_list()
+            if split == TRAIN_SPLIT
+            else rows
+            for (config, split), rows in splits.items()
+        }
+        return held_out_prompt_leaks(viewed, TRAIN_SPLIT)
+    if transform == "token":
+        return find_leaks(splits)
+    raise ReversalError(f"reversal_transform: unknown transform {transform!r}; choose from {', '.join(TRANSFORMS)}")
+
+
+def leak_check(dataset_dir: str | Path, reversal_transform: str | None = None, **reversal_settings: Any) -> None:
+    """Raise `LeakError` when a built dataset folder leaks held-out prompts or reversed facts into training; with a
+    `reversal_transform` (and its settings), as reverse training would transform it (`reverse_training_leaks`)."""
     folder = Path(dataset_dir)
     splits = read_splits(folder, SPLITS)
     if not splits:
         raise DatasetBuildError(f"no Experiment 1 splits under {folder}/data")
-    raise_on_leaks(find_leaks(splits))
+    if reversal_transform is None:
+        raise_on_leaks(find_leaks(splits))
+    else:
+        raise_on_leaks(reverse_training_leaks(splits, reversal_transform, **reversal_settings))
 
 
 def _to_configs(splits: Splits, configs: list[str]) -> dict[str, datasets.DatasetDict]:

@@ -20,6 +20,16 @@ from typing import Any
 import pandas as pd
 
 from reversal_hf import run_folder
+from reversal_hf.data.leak_check import normalize_text
+from reversal_hf.data.reversal_transforms import (
+    DEFAULT_MAX_SEGMENT_WORDS,
+    DEFAULT_SEPARATOR,
+    EXP1_ENTITIES,
+    TEXT_TRANSFORMS,
+    TextReversal,
+    add_reversed_rows,
+    reverse_mode_questions,
+)
 from reversal_hf.evaluation.arguments import EvaluatorArguments
 from reversal_hf.evaluation.data import evaluated_run, limited_indices, load_split
 from reversal_hf.evaluation.errors import EvaluationError, LogprobsUnavailableError
@@ -132,6 +142,11 @@ def _likelihood_columns(key: str, frame: pd.DataFrame, data: Exp1Data, runner: R
     else:
         correct = frame["completion"].tolist()
         random_completions = draw_random_completions(frame, data.full[key], seed, key)
+    return _with_logprobs(frame, correct, random_completions, runner)
+
+
+def _with_logprobs(frame: pd.DataFrame, correct: list[str], random_completions: list[str], runner: Runner):
+    """The frame with the correct and the random completion of each prompt and their log-probs."""
     prompts = frame["prompt"].tolist()
     logprobs = runner.logprobs(prompts + prompts, correct + random_completions)
     return frame.assign(
@@ -243,6 +258,80 @@ def evaluate_prompt_tuning(data: Exp1Data, runner: Runner, fact: str, seed: int)
     }
 
 
+# ---------------------------------------------------------------- reverse-mode questions (reverse-trained runs)
+
+# Held-out splits written name first; a reverse-mode question is one of their rows transformed, cut before the name.
+REVERSE_MODE_SPLITS = ("p2d/test", "d2p/reverse_test")
+REVERSE_MODE_NOTE = (
+    "Reverse-mode questions, not the paper's protocol: a held-out name-first row transformed as in training and cut "
+    "before the name; scored apart from the forward questions. Questions whose prompt stands in a transformed "
+    "training document are left out (`excluded`)."
+)
+
+
+def run_reversal(run_info: dict[str, Any] | None) -> TextReversal | None:
+    """The text transform a run was reverse-trained with (its `resolved_config`); None for any other run."""
+    config = (run_info or {}).get("resolved_config") or {}
+    if config.get("reversal_transform") not in TEXT_TRANSFORMS:
+        return None
+    return TextReversal(
+        config["reversal_transform"],
+        config.get("reversal_seed", 0),
+        config.get("reversal_max_segment_words", DEFAULT_MAX_SEGMENT_WORDS),
+        config.get("reversal_separator", DEFAULT_SEPARATOR),
+    )
+
+
+def _reverse_mode_frame(
+    frame: pd.DataFrame, reversal: TextReversal, given_away: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The frame's reverse-mode questions: those to ask, and those whose normalized prompt `given_away` holds."""
+    entities = EXP1_ENTITIES if reversal.kind == "entity" else None
+    questions = pd.DataFrame(reverse_mode_questions(frame.to_dict("records"), reversal, entities))
+    leaked = questions["prompt"].map(lambda prompt: normalize_text(prompt) in given_away)
+    return questions[~leaked].reset_index(drop=True), questions[leaked]
+
+
+def evaluate_reverse_mode(
+    data: Exp1Data, runner: Runner, reversal: TextReversal, training: Any, seed: int = 0
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Exact match and the likelihood test on reverse-mode questions, for a run reverse-trained with `reversal`.
+
+    Keys are the name-first splits the questions come from (`p2d/test`: p2d facts, the order their reversed training
+    documents have; `d2p/reverse_test`: d2p facts). A question the transformed `training` split gives away (the
+    paper's held-out template 39 cut before the name reads like training template 17, for `word` and `entity`; a
+    `segment` question cut after a few description segments can stand in a training document too) is left out, and
+    `excluded` says how many (of the whole split) and from which templates. The random completion is another fact's
+    reverse-mode completion under the same template, drawn as for the forward test.
+    """
+    entities = EXP1_ENTITIES if reversal.kind == "entity" else None
+    documents = add_reversed_rows(training, reversal, entities)
+    given_away = "\n".join(
+        normalize_text(p + c) for p, c in zip(documents["prompt"], documents["completion"], strict=True)
+    )
+    sets, pools, excluded = {}, {}, {}
+    for key in REVERSE_MODE_SPLITS:
+        sets[key], _ = _reverse_mode_frame(data.splits[key], reversal, given_away)
+        pools[key], left_out = _reverse_mode_frame(data.full[key], reversal, given_away)
+        excluded[key] = {"n": len(left_out), "templates": sorted(set(left_out["template_id"].tolist()))}
+    exact, scored = generate_and_match(sets, runner)
+    likelihood = {}
+    for key, frame in scored.items():
+        where = f"reverse_mode/{key}"
+        random_completions = draw_random_completions(frame, pools[key], seed, where)
+        scored[key] = _with_logprobs(frame, frame["completion"].tolist(), random_completions, runner)
+        likelihood[key] = _per_fact_test(scored[key])
+    table = pd.concat(scored.values(), ignore_index=True)
+    metrics = {
+        "transform": reversal.kind,
+        "note": REVERSE_MODE_NOTE,
+        "exact_match": exact,
+        "likelihood": likelihood,
+        "excluded": excluded,
+    }
+    return metrics, table.assign(split="reverse_mode/" + table["split"])
+
+
 def evaluate_exp1(args: Exp1Arguments) -> dict[str, Any]:
     """Evaluate a model or run folder on `reversal-exp1`; write `eval/exp1_metrics.json` and `exp1_examples.parquet`
     into `args.output`."""
@@ -255,6 +344,11 @@ def evaluate_exp1(args: Exp1Arguments) -> dict[str, Any]:
             data, runner, args.seed, args.max_examples_per_split
         )
         table = pd.concat([table, in_context_table], ignore_index=True)
+    reversal = run_reversal(run_info)
+    if reversal is not None:
+        training = load_split(args.dataset, run_info["dataset"].get("config") or "all", "train", args.revision)
+        metrics["reverse_mode"], reverse_mode_table = evaluate_reverse_mode(data, runner, reversal, training, args.seed)
+        table = pd.concat([table, reverse_mode_table], ignore_index=True)
     if args.prompt_tuning:
         configured = ((run_info or {}).get("resolved_config") or {}).get("prompt_tuning_fact")
         fact, source = prompt_tuning_fact(configured, data)

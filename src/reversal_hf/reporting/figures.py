@@ -225,3 +225,44 @@ def accuracy_curves_figure(table: list[dict[str, Any]], path: Path, title: str) 
         axis.legend(fontsize=7)
     figure.suptitle(title)
     return _save(figure, path)
+
+
+def mitigation_figure(methods: list[dict[str, Any]], path: Path) -> Path:
+    """`reversal-hf mitigate`: forward-question accuracy per method (same direction vs reverse, p2d and d2p), and the
+    reverse-mode accuracy of the reverse-trained methods in a panel of its own, never mixed with the forward ones."""
+    panels = (
+        (
+            "forward questions (the paper's protocol)",
+            (
+                ("p2d/same", "p2d same", "tab:blue"),
+                ("p2d/reverse", "p2d reverse", "lightsteelblue"),
+                ("d2p/same", "d2p same", "tab:orange"),
+                ("d2p/reverse", "d2p reverse", "navajowhite"),
+            ),
+        ),
+        (
+            "reverse-mode questions (reverse-trained runs only)",
+            (("reverse_mode/p2d", "p2d", "tab:purple"), ("reverse_mode/d2p", "d2p", "plum")),
+        ),
+    )
+    figure, axes = _new(max(7, 1.6 * len(methods)), 8, rows=2)
+    x = np.arange(len(methods))
+    for axis, (title, bars) in zip(axes, panels, strict=True):
+        width = 0.8 / len(bars)
+        for index, (key, label, color) in enumerate(bars):
+            means = [100 * _mean(method[key]) for method in methods]
+            errors = [100 * _error(method[key], "sd") for method in methods]
+            offset = (index - (len(bars) - 1) / 2) * width
+            axis.bar(x + offset, means, width, yerr=errors, capsize=2, color=color, label=label)
+        axis.set_xticks(x, [_wrap(method["method"], 14) for method in methods], fontsize=8)
+        axis.set_xlim(-0.5, len(methods) - 0.5)
+        axis.set_ylim(0, 105)
+        axis.set_ylabel("exact match % (± SD over seeds)")
+        axis.set_title(title)
+        axis.legend(fontsize=8, ncols=len(bars), loc="upper right")
+    paper = paper_numbers.EXP1_TABLE1
+    figure.suptitle(
+        f"Reverse training, tiny model (paper, {paper_numbers.EXP1_TABLE1_MODEL}: reverse "
+        f"{100 * paper['p2d']['reverse']:.1f}% p2d, {100 * paper['d2p']['reverse']:.1f}% d2p)"
+    )
+    return _save(figure, path)

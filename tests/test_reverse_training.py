@@ -1,0 +1,292 @@
+"""Reverse training wired in: recipe fields, the training set `train.py` builds, the leak check on transformed data,
+reverse-mode evaluation, the model card, and the `mitigate` study's report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from reversal_hf import mitigate
+from reversal_hf.configs import RecipeError, load_recipe
+from reversal_hf.data import exp1 as exp1_data
+from reversal_hf.data.leak_check import LeakError, read_splits
+from reversal_hf.data.reversal_transforms import reverse_words
+from reversal_hf.evaluation import exp1 as exp1_eval
+from reversal_hf.evaluation.data import load_split
+from reversal_hf.model_card import build_model_card
+from reversal_hf.paths import REPO_ROOT
+from reversal_hf.train import TrainError, load_train_dataset
+
+TEXT_RECIPES = {
+    "word": "exp1_tiny_reverse_word",
+    "entity": "exp1_tiny_reverse_entity",
+    "segment": "exp1_tiny_reverse_segment",
+}
+
+
+def recipe_on(name: str, dataset_dir: Path, *overrides: str):
+    return load_recipe(name, ["--dataset_name", str(dataset_dir), *overrides], on_launcher=True)
+
+
+# ---------------------------------------------------------------- recipes
+
+
+@pytest.mark.parametrize(
+    ("name", "transform", "base_model"),
+    [
+        *((recipe, kind, "tiny-exp1") for kind, recipe in TEXT_RECIPES.items()),
+        ("exp1_tiny_both_orders", "both_orders", "tiny-exp1"),
+        ("exp1_smollm2_135m_reverse_entity", "entity", "smollm2-135m"),
+        ("exp3_smollm2_135m_reverse_entity", "entity", "smollm2-135m"),
+    ],
+)
+def test_reverse_recipes_are_their_base_plus_one_field(name: str, transform: str, base_model: str) -> None:
+    recipe = load_recipe(name, on_launcher=True)
+    assert recipe.script_args.reversal_transform == transform
+    assert recipe.model_args.model_name_or_path == base_model
+    assert recipe.resolved_config()["reversal_transform"] == transform  # what run_info records
+
+
+def test_bad_reversal_fields_are_one_line_errors() -> None:
+    with pytest.raises(RecipeError, match="invalid choice: 'letters'"):
+        load_recipe("exp1_tiny", ["--reversal_transform", "letters"], on_launcher=True)
+    with pytest.raises(RecipeError, match="both_orders works on Experiment 1 data only"):
+        load_recipe("exp3_tiny", ["--reversal_transform", "both_orders"], on_launcher=True)
+    with pytest.raises(RecipeError, match="did you mean 'reversal_seed'"):
+        load_recipe("exp1_tiny", ["--reversal_sed", "1"], on_launcher=True)
+
+
+# ---------------------------------------------------------------- the training set
+
+
+@pytest.mark.parametrize("kind", sorted(TEXT_RECIPES))
+def test_reversed_rows_of_a_fact_never_land_in_another_facts_document(exp1_dataset_dir: Path, kind: str) -> None:
+    recipe = recipe_on(TEXT_RECIPES[kind], exp1_dataset_dir, "--dataset_config", "p2d")
+    original = load_split(str(exp1_dataset_dir), "p2d", "train")
+    trained = load_train_dataset(recipe)
+    n = len(original)
+    assert trained.column_names == ["prompt", "completion"] and len(trained) == 2 * n
+    names = set(original["name"])
+    separator = recipe.script_args.reversal_separator
+    for row, document in zip(original, trained.select(range(n, 2 * n)), strict=True):
+        text = document["prompt"] + document["completion"]
+        assert document["prompt"] == ""
+        assert Counter(w for w in text.split() if w != separator) == Counter(
+            (row["prompt"] + row["completion"]).split()
+        )
+        others = [name for name in names - {row["name"]} if name in text or reverse_words(name) in text]
+        assert others == []
+
+
+def test_token_transform_trains_on_token_ids(exp1_dataset_dir: Path, tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    recipe = recipe_on("exp1_tiny", exp1_dataset_dir, "--reversal_transform", "token", "--max_train_samples", "3")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    trained = load_train_dataset(recipe, tokenizer)
+    assert trained.column_names == ["input_ids", "completion_mask"] and len(trained) == 6
+    forward, backward = trained[0]["input_ids"], trained[3]["input_ids"]
+    assert backward[0] == forward[0] == tokenizer.bos_token_id and backward[1:-1] == forward[1:-1][::-1]
+    with pytest.raises(TrainError, match="token needs the model's tokenizer"):
+        load_train_dataset(recipe)
+
+
+def test_both_orders_selects_after_max_train_samples(exp1_dataset_dir: Path) -> None:
+    recipe = recipe_on("exp1_tiny_both_orders", exp1_dataset_dir, "--dataset_config", "p2d", "--max_train_samples", "2")
+    trained = load_train_dataset(recipe)
+    assert len(trained) == 2 + 30  # the one fact of those two rows, in the 30 held-in templates of the other order
+
+
+# ---------------------------------------------------------------- the leak check on transformed data
+
+
+@pytest.mark.parametrize("kind", ["word", "entity", "segment", "token", "both_orders"])
+def test_a_transformed_dataset_still_passes_the_leak_check(exp1_dataset_dir: Path, kind: str) -> None:
+    exp1_data.leak_check(exp1_dataset_dir, kind, seed=3)
+
+
+@pytest.mark.parametrize("kind", ["word", "both_orders"])
+def test_a_held_out_prompt_in_a_training_document_is_caught_after_the_transform(
+    exp1_dataset_dir: Path, kind: str
+) -> None:
+    splits = read_splits(exp1_dataset_dir, exp1_data.SPLITS)
+    held_out = splits[("p2d", "test")][0]
+    train = splits[("p2d", "train")]
+    # word: the held-out prompt written reversed; both_orders: as it is. Either way it reaches training.
+    planted = reverse_words(held_out["prompt"]) if kind == "word" else held_out["prompt"]
+    splits[("p2d", "train")] = [*train, {**train[0], "completion": train[0]["completion"] + " " + planted}]
+    leaks = exp1_data.reverse_training_leaks(splits, kind)
+    assert any(f"{held_out['prompt']!r} is in a training split" in leak for leak in leaks)
+
+
+def test_leak_check_rejects_an_unknown_transform(exp1_dataset_dir: Path) -> None:
+    with pytest.raises(ValueError, match="unknown transform 'letters'"):
+        exp1_data.leak_check(exp1_dataset_dir, "letters")
+    assert issubclass(LeakError, ValueError)
+
+
+@pytest.mark.skip(reason="the truncation check is being added by another helper; test a too-long reversed document")
+def test_a_too_long_reversed_document_is_caught_by_the_truncation_check() -> None: ...
+
+
+# ---------------------------------------------------------------- reverse-mode evaluation
+
+
+class NameRunner:
+    """Answers every reverse-mode question right (its completion), and scores the right completion higher."""
+
+    def __init__(self, truth: dict[str, str]):
+        self.truth = truth
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: Sequence[int]) -> list[str]:
+        return [self.truth.get(prompt, " nobody") for prompt in prompts]
+
+    def logprobs(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        return [-1.0 if self.truth.get(p) == c else -5.0 for p, c in zip(prompts, completions, strict=True)]
+
+    def losses(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        return [-value for value in self.logprobs(prompts, completions)]
+
+    def token_count(self, text: str) -> int:
+        return len(text.split())
+
+
+@pytest.mark.parametrize("kind", ["word", "entity", "segment"])
+def test_reverse_mode_questions_are_scored_apart_and_leave_out_what_training_gives_away(
+    exp1_dataset_dir: Path, kind: str
+) -> None:
+    data = exp1_eval.Exp1Data.load(str(exp1_dataset_dir), None)
+    reversal = exp1_eval.run_reversal({"resolved_config": {"reversal_transform": kind, "reversal_seed": 1}})
+    training = load_split(str(exp1_dataset_dir), "all", "train")
+    entities = exp1_eval.EXP1_ENTITIES if kind == "entity" else None
+    truth = {
+        q["prompt"]: q["completion"]
+        for key in exp1_eval.REVERSE_MODE_SPLITS
+        for q in exp1_eval.reverse_mode_questions(data.full[key].to_dict("records"), reversal, entities)
+    }
+    metrics, table = exp1_eval.evaluate_reverse_mode(data, NameRunner(truth), reversal, training)
+    assert metrics["transform"] == kind and set(metrics["exact_match"]) == set(exp1_eval.REVERSE_MODE_SPLITS)
+    assert set(table["split"]) == {f"reverse_mode/{key}" for key in exp1_eval.REVERSE_MODE_SPLITS}
+    for key in exp1_eval.REVERSE_MODE_SPLITS:
+        excluded = metrics["excluded"][key]
+        assert metrics["exact_match"][key] == {"accuracy": 1.0, "n": len(data.full[key]) - excluded["n"]}
+        assert metrics["likelihood"][key]["significant"]
+    # The paper's template 39 cut before the name reads like training template 17 (word and entity; p2d facts); a
+    # segment question that ends early (a few description segments) can stand in a training document too.
+    left_out = {template for excluded in metrics["excluded"].values() for template in excluded["templates"]}
+    assert left_out == {39} if kind != "segment" else left_out
+    assert sum(excluded["n"] for excluded in metrics["excluded"].values()) < 0.1 * len(data.full["p2d/test"])
+    assert not (table["random_completion"] == table["correct_completion"]).any()
+
+
+def test_runs_without_a_text_transform_get_no_reverse_mode() -> None:
+    assert exp1_eval.run_reversal(None) is None
+    assert exp1_eval.run_reversal({"resolved_config": {"reversal_transform": None}}) is None
+    assert exp1_eval.run_reversal({"resolved_config": {"reversal_transform": "both_orders"}}) is None
+
+
+def test_model_card_names_the_transform(tmp_path: Path) -> None:
+    run_info = {
+        "recipe": "exp1_tiny_reverse_entity",
+        "experiment": "exp1",
+        "training_mode": "full",
+        "model_name_or_path": "tiny-exp1",
+        "dataset": {"name": "build/datasets/reversal-exp1", "config": "all"},
+        "seed": 0,
+        "resolved_config": {"reversal_transform": "entity"},
+    }
+    (tmp_path / "run_info.json").write_text(json.dumps(run_info))
+    card = build_model_card(tmp_path)
+    assert "reverse-training-entity" in card.data.tags and "| reverse training (`reversal_transform`) | `entity` |" in (
+        card.text
+    )
+
+
+# ---------------------------------------------------------------- the study
+
+
+def fake_metrics(same: float, reverse: float, reverse_mode: float | None) -> dict:
+    exact = {
+        split: {"accuracy": same if "reverse" not in split else reverse, "n": 10} for split in mitigate.FORWARD.values()
+    }
+    likelihood = {f"{s}/reverse_test": {"ttest_pvalue": 0.01, "ks_pvalue": 0.02} for s in ("p2d", "d2p")}
+    metrics = {"experiment": "exp1", "exact_match": exact, "likelihood": likelihood}
+    if reverse_mode is not None:
+        metrics["reverse_mode"] = {
+            "exact_match": {split: {"accuracy": reverse_mode, "n": 9} for split in mitigate.REVERSE_MODE.values()},
+            "excluded": {"p2d/test": {"n": 30, "templates": [39]}},
+        }
+    return metrics
+
+
+def test_study_methods_match_data_and_compute() -> None:
+    methods = {method.name: method for method in mitigate.study_methods()}
+    assert methods["baseline_2x_epochs"].overrides == ("--num_train_epochs", "16")  # exp1_tiny trains 8
+    assert {"word", "entity", "segment", "token", "both_orders"} <= set(methods)
+    with pytest.raises(mitigate.ReproduceError, match="unknown method 'letters'"):
+        mitigate.select_methods(["letters"])
+
+
+def test_study_report_has_the_table_the_verdicts_and_the_figure(tmp_path: Path) -> None:
+    rows = []
+    for name, same, reverse, reverse_mode in (("baseline", 0.9, 0.0, None), ("entity", 0.9, 0.85, 0.7)):
+        method = next(m for m in mitigate.study_methods() if m.name == name)
+        runs = {}
+        for seed in range(2):
+            run_dir = tmp_path / "runs" / f"{name}-seed{seed}"
+            run_dir.mkdir(parents=True)
+            (run_dir / "run_info.json").write_text(json.dumps({"train_tokens": 1000 * (seed + 1)}))
+            runs[str(run_dir)] = mitigate.run_numbers(run_dir, fake_metrics(same, reverse, reverse_mode))
+        metrics = fake_metrics(same, reverse, reverse_mode)
+        rows.append(
+            {**mitigate.summarize(method, runs), "excluded": (metrics.get("reverse_mode") or {}).get("excluded", {})}
+        )
+    for row in rows:
+        row["target"] = mitigate.target_check(row, rows[0])
+    assert rows[1]["target"] == {
+        "ratio": {"p2d": pytest.approx(0.85 / 0.9), "d2p": pytest.approx(0.85 / 0.9)},
+        "same_direction_kept": {"p2d": True, "d2p": True},
+        "met": True,
+    }
+    assert not rows[0]["target"]["met"]
+    data = {
+        "generated_by": "test",
+        "generated_at": "now",
+        "seeds": 2,
+        "quick": False,
+        "methods": rows,
+        "wall_time_s": 1.0,
+    }
+    report = mitigate.write_report(data, tmp_path / "out")
+    text = report.read_text()
+    assert "| entity | data-matched" in text and "| 85.0 ± 0.0 |" in text and "paper: GPT-3-175B" in text
+    assert "`entity` meets the target" in text and "`entity` p2d/test: 30 (templates 39)" in text
+    assert (tmp_path / "out" / "mitigations.png").stat().st_size > 0
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["methods"][1]["p2d/reverse"]["mean"] == 0.85
+
+
+@pytest.mark.slow
+def test_make_mitigate_quick_writes_the_study_report(tmp_path: Path) -> None:
+    """`make mitigate QUICK=1` (one seed, a few steps) on three methods: the baseline, a text transform (reverse-mode
+    questions) and `token` (pre-tokenized rows); all seven take ~20 min on 2 busy cores."""
+    out = tmp_path / "mitigations"
+    methods = ["baseline", "entity", "token"]
+    result = subprocess.run(
+        ["make", "-s", "mitigate", "QUICK=1", f"MITIGATE_OUT={out}", f"MITIGATE_ARGS=--methods {' '.join(methods)}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=2400,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((out / "report.json").read_text())
+    assert [row["method"] for row in data["methods"]] == methods
+    for row in data["methods"]:
+        assert all(0.0 <= row[column]["mean"] <= 1.0 for column in mitigate.FORWARD)
+        assert (row["reverse_mode/p2d"] is not None) == (row["method"] == "entity")
+    assert "reverse-mode p2d" in (out / "report.md").read_text() and (out / "mitigations.png").is_file()
