@@ -157,7 +157,7 @@ def check_training_documents(recipe: Recipe, *, dry_run: bool) -> None:
     from reversal_hf.truncation import check_document_lengths
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder), revision=recipe.model_args.model_revision)
-    check_document_lengths(recipe, load_train_dataset(recipe), tokenizer)
+    check_document_lengths(recipe, load_train_dataset(recipe, tokenizer), tokenizer)
 
 
 def check_batch_size(recipe: Recipe, world_size: int) -> None:

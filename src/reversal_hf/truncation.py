@@ -21,7 +21,10 @@ class TruncationError(RecipeError):
 
 
 def document_lengths(dataset, tokenizer, eos_token: str | None = None) -> list[int]:
-    """Each prompt + completion row's token count in SFTTrainer's tokenization (its `add_eos`, then `_tokenize`)."""
+    """Each prompt + completion row's token count in SFTTrainer's tokenization (its `add_eos`, then `_tokenize`);
+    rows already tokenized (the `token` reversal) count their `input_ids`."""
+    if "input_ids" in dataset.column_names:
+        return [len(ids) for ids in dataset["input_ids"]]
     eos = eos_token or tokenizer.eos_token or ""
     texts = [
         prompt + completion + ("" if completion.endswith(eos) else eos)
