@@ -130,8 +130,26 @@ def test_leak_check_rejects_an_unknown_transform(exp1_dataset_dir: Path) -> None
     assert issubclass(LeakError, ValueError)
 
 
-@pytest.mark.skip(reason="the truncation check is being added by another helper; test a too-long reversed document")
-def test_a_too_long_reversed_document_is_caught_by_the_truncation_check() -> None: ...
+def test_a_too_long_reversed_document_is_caught_by_the_truncation_check(
+    exp1_dataset_dir: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`segment` puts a separator between segments, so a reversed document can outgrow a max_length its original
+    fits: the launcher's check sees the transformed set, and stops before any process starts."""
+    from transformers import AutoTokenizer
+
+    from reversal_hf import launch
+    from reversal_hf.truncation import document_lengths
+
+    overrides = ["--dataset_name", str(exp1_dataset_dir), "--model_name_or_path", str(tiny_model_dir)]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    longest_original = max(document_lengths(load_train_dataset(load_recipe("exp1_tiny", overrides)), tokenizer))
+    fitting = [*overrides, "--max_length", str(longest_original)]
+    assert launch.main(["exp1_tiny", "--dry-run", "--", *fitting]) == 0
+    capsys.readouterr()
+    assert launch.main(["exp1_tiny_reverse_segment", "--dry-run", "--", *fitting]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the `datasets` progress bars
+    assert error.startswith("error: exp1_tiny_reverse_segment: ")
+    assert f"longer than max_length {longest_original} tokens" in error
 
 
 # ---------------------------------------------------------------- reverse-mode evaluation
