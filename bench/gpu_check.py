@@ -51,8 +51,8 @@ from reversal_hf.collators import (  # noqa: E402
     PaddingFreeCollator,
     assert_document_isolation,
 )
-from reversal_hf.files import staged_dir, write_json, write_text  # noqa: E402
-from reversal_hf.models import dataset_texts, train_tokenizer  # noqa: E402
+from reversal_hf.files import write_json, write_text  # noqa: E402
+from reversal_hf.models import dataset_texts, save_random_llama, train_tokenizer  # noqa: E402
 
 SMOLLM2_135M = {
     "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
@@ -132,23 +132,11 @@ TARGETS = {"paper_batch": 8.0, "packed": 0.45, "evaluation": 20.0}
 
 def build_random_model(shape: dict, texts: list[str], output_dir: Path, seed: int = 0) -> Path:
     """A random-init Llama of `shape` with a BPE tokenizer trained on `texts` (the vocabulary keeps `shape`'s size)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     tokenizer = train_tokenizer(texts)
-    config = LlamaConfig(
-        **{**shape, "vocab_size": max(shape["vocab_size"], len(tokenizer))},
-        max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+    vocab_size = max(shape["vocab_size"], len(tokenizer))
+    return save_random_llama(
+        tokenizer, {**shape, "vocab_size": vocab_size, "max_position_embeddings": 4096}, output_dir, seed
     )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    with staged_dir(output_dir) as staging:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-    return output_dir
 
 
 def paper_batch(plan: Plan, model_dir: Path, dataset_dir: Path, work: Path) -> dict[str, Any]:

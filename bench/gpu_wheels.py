@@ -18,6 +18,7 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
+from reversal_hf.data.cli import run_command
 from reversal_hf.files import staged_dir
 from reversal_hf.paths import REPO_ROOT
 
@@ -72,29 +73,37 @@ def build_source_wheels(folder: Path) -> None:
             pip("wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(folder), str(archive), env=env)
 
 
+def gather_wheels(output: Path, limit_mib: float) -> None:
+    """Download and build every wheel into `output` (replaced only when all of them fit under `limit_mib`)."""
+    with staged_dir(output) as staging:
+        download_wheels(staging)
+        build_source_wheels(staging)
+        wheels = sorted(staging.glob("*.whl"))
+        total_mib = sum(wheel.stat().st_size for wheel in wheels) / 2**20
+        for wheel in wheels:
+            print(f"{wheel.stat().st_size / 2**20:7.2f} MiB  {wheel.name}")
+        print(f"{total_mib:7.2f} MiB  total ({len(wheels)} wheels, limit {limit_mib:g} MiB)")
+        if total_mib > limit_mib:
+            raise WheelSetTooLarge(f"the wheels take {total_mib:.1f} MiB, over --limit-mib {limit_mib:g}")
+
+
+def describe_failure(error: Exception) -> str:
+    if isinstance(error, subprocess.CalledProcessError):
+        return f"`pip {error.cmd[3]}` failed (exit {error.returncode})"
+    return str(error)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=REPO_ROOT / ".gpu_wheels", help="the (git-ignored) folder")
     parser.add_argument("--limit-mib", type=float, default=DEFAULT_LIMIT_MIB, help="fail above this total size")
     args = parser.parse_args(argv)
-    try:
-        with staged_dir(args.output) as staging:
-            download_wheels(staging)
-            build_source_wheels(staging)
-            wheels = sorted(staging.glob("*.whl"))
-            total_mib = sum(wheel.stat().st_size for wheel in wheels) / 2**20
-            for wheel in wheels:
-                print(f"{wheel.stat().st_size / 2**20:7.2f} MiB  {wheel.name}")
-            print(f"{total_mib:7.2f} MiB  total ({len(wheels)} wheels, limit {args.limit_mib:g} MiB)")
-            if total_mib > args.limit_mib:
-                raise WheelSetTooLarge(f"the wheels take {total_mib:.1f} MiB, over --limit-mib {args.limit_mib:g}")
-    except subprocess.CalledProcessError as error:
-        print(f"error: `pip {error.cmd[3]}` failed (exit {error.returncode})", file=sys.stderr)
-        return 1
-    except WheelSetTooLarge as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(
+        lambda: gather_wheels(args.output, args.limit_mib),
+        (subprocess.CalledProcessError, WheelSetTooLarge),
+        done=None,
+        describe=describe_failure,
+    )
 
 
 if __name__ == "__main__":

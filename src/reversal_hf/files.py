@@ -21,26 +21,39 @@ class FileFormatError(ValueError):
 
 def read_json(path: str | Path, *, expect: type | None = dict) -> Any:
     """Parse a JSON file; `expect` (default: an object) is checked, `None` accepts any value."""
-    path = Path(path)
-    try:
-        value = json.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise FileFormatError(f"{path}: no such file") from error
-    except json.JSONDecodeError as error:
-        raise FileFormatError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
-    return _checked(path, value, expect, "a JSON")
+    return _read(path, json.loads, json.JSONDecodeError, _json_error, "a JSON", expect)
 
 
 def read_yaml(path: str | Path, *, expect: type | None = dict) -> Any:
     """Parse a YAML file; `expect` (default: a mapping) is checked, `None` accepts any value."""
+    return _read(path, yaml.safe_load, yaml.YAMLError, _yaml_error, "a YAML", expect)
+
+
+def _json_error(error: json.JSONDecodeError) -> str:
+    return f"not valid JSON ({error.msg} at line {error.lineno})"
+
+
+def _yaml_error(error: yaml.YAMLError) -> str:
+    return f"invalid YAML ({str(error).splitlines()[0]})"
+
+
+def _read(
+    path: str | Path,
+    parse: Callable[[str], Any],
+    parse_error: type[Exception],
+    describe: Callable[[Any], str],
+    kind: str,
+    expect: type | None,
+) -> Any:
+    """Parse `path`'s text with `parse`; a missing file or a `parse_error` becomes a one-line `FileFormatError`."""
     path = Path(path)
     try:
-        value = yaml.safe_load(path.read_text())
+        value = parse(path.read_text())
     except FileNotFoundError as error:
         raise FileFormatError(f"{path}: no such file") from error
-    except yaml.YAMLError as error:
-        raise FileFormatError(f"{path}: invalid YAML ({str(error).splitlines()[0]})") from error
-    return _checked(path, value, expect, "a YAML")
+    except parse_error as error:
+        raise FileFormatError(f"{path}: {describe(error)}") from error
+    return _checked(path, value, expect, kind)
 
 
 def _checked(path: Path, value: Any, expect: type | None, kind: str) -> Any:

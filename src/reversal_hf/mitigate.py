@@ -22,11 +22,19 @@ from typing import Any
 from reversal_hf import __version__, files, paper_numbers, run_folder
 from reversal_hf.configs import read_recipe
 from reversal_hf.data import exp1 as exp1_data
+from reversal_hf.data.cli import run_command
 from reversal_hf.models import prepare_model
 from reversal_hf.report import NOT_AVAILABLE, _percent, markdown_table, text_table
 from reversal_hf.reporting import figures
 from reversal_hf.reporting.tables import stat
-from reversal_hf.reproduce import JOB_ERRORS, ReproduceError, ensure_dataset, evaluate_once, train_once
+from reversal_hf.reproduce import (
+    JOB_ERRORS,
+    ReproduceError,
+    ensure_dataset,
+    evaluate_once,
+    study_parser,
+    train_once,
+)
 
 BASE_RECIPE = "exp1_tiny"
 MODEL = "tiny-exp1"
@@ -311,9 +319,7 @@ def study(methods: list[Method], seeds: int, quick: bool, output: Path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reversal-hf mitigate", description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3, help="training seeds per method (0..N-1)")
-    parser.add_argument("--quick", action="store_true", help="a few steps and examples: checks the plumbing (CI)")
+    parser = study_parser("reversal-hf mitigate", __doc__.splitlines()[0], "training seeds per method (0..N-1)")
     parser.add_argument("--methods", nargs="+", help="run only these methods (default: all)")
     parser.add_argument("--output", type=Path, default=Path("results/mitigations"), help="results folder")
     return parser
@@ -321,14 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def run() -> Path:
         if args.seeds < 1:
             raise ReproduceError("--seeds must be at least 1")
-        study(select_methods(args.methods), args.seeds, args.quick, args.output)
-    except JOB_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+        return study(select_methods(args.methods), args.seeds, args.quick, args.output)
+
+    return run_command(run, JOB_ERRORS, done=None)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,10 @@ import importlib.util
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from reversal_hf import paths
+from reversal_hf.data.cli import run_command
 from reversal_hf.files import staged_dir
 
 SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
@@ -66,18 +68,26 @@ def build_tiny_model(
     because at this size the output matrix would otherwise be a quarter of the parameters. The saved config names no
     attention implementation, so loading picks SDPA (the padding-free collator is verified with SDPA and eager).
     """
+    tokenizer = train_tokenizer(texts, vocab_size)
+    shape = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden_size,
+        "intermediate_size": intermediate_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+        "max_position_embeddings": max_position_embeddings,
+        "tie_word_embeddings": True,
+    }
+    return save_random_llama(tokenizer, shape, output_dir, seed)
+
+
+def save_random_llama(tokenizer, shape: dict[str, Any], output_dir: str | Path, seed: int = 0) -> Path:
+    """A Llama of `shape` (LlamaConfig fields), initialised from `seed`, saved with `tokenizer` (atomically)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = train_tokenizer(texts, vocab_size)
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        max_position_embeddings=max_position_embeddings,
-        tie_word_embeddings=True,
+        **shape,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -186,12 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             state = "prepared" if (paths.MODELS_DIR / name / "config.json").is_file() else "not prepared"
             print(f"{name:<14} {state:<13} {description}")
         return 0
-    try:
-        print(prepare_model(args.name, force=args.force))
-    except ModelPrepareError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(lambda: prepare_model(args.name, force=args.force), (ModelPrepareError,), done=str)
 
 
 if __name__ == "__main__":

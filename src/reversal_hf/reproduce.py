@@ -22,6 +22,7 @@ from reversal_hf.configs import RecipeError
 from reversal_hf.data import exp1 as exp1_data
 from reversal_hf.data import exp2 as exp2_data
 from reversal_hf.data import exp3 as exp3_data
+from reversal_hf.data.cli import run_command
 from reversal_hf.data.hub_layout import DatasetBuildError
 from reversal_hf.evaluation.errors import EvaluationError
 from reversal_hf.evaluation.exp2 import Exp2Arguments, evaluate_exp2
@@ -201,10 +202,16 @@ def reproduce(plan: Plan) -> Path:
     return report
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reversal-hf reproduce", description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3, help="Experiment 1 training seeds (0..N-1)")
+def study_parser(prog: str, description: str, seeds_help: str) -> argparse.ArgumentParser:
+    """The options every training study shares (`reproduce`, `mitigate`): how many seeds, and whether quick."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--seeds", type=int, default=3, help=seeds_help)
     parser.add_argument("--quick", action="store_true", help="a few steps and examples: checks the plumbing (CI)")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = study_parser("reversal-hf reproduce", __doc__.splitlines()[0], "Experiment 1 training seeds (0..N-1)")
     parser.add_argument("--full", action="store_true", help="also Experiments 2 and 3 (use with a pretrained model)")
     parser.add_argument("--model", default="tiny-exp1", help="registered model name or folder (default tiny-exp1)")
     parser.add_argument("--output", type=Path, default=Path("results/reproduce"), help="results folder")
@@ -227,12 +234,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        reproduce(plan_from_args(args))
-    except JOB_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(lambda: reproduce(plan_from_args(args)), JOB_ERRORS, done=None)
 
 
 if __name__ == "__main__":

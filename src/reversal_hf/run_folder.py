@@ -36,7 +36,10 @@ def read_run_info(run_dir: str | Path) -> dict[str, Any] | None:
 
     A file that is not a JSON object raises `files.FileFormatError` naming it.
     """
-    path = run_info_path(run_dir)
+    return _read_if_present(run_info_path(run_dir))
+
+
+def _read_if_present(path: Path) -> dict[str, Any] | None:
     return files.read_json(path) if path.is_file() else None
 
 
@@ -50,8 +53,7 @@ def curves_path(run_dir: str | Path) -> Path:
 
 def read_curves(run_dir: str | Path) -> dict[str, Any] | None:
     """A run's learning curves, or None for a run trained without `eval_curves`."""
-    path = curves_path(run_dir)
-    return files.read_json(path) if path.is_file() else None
+    return _read_if_present(curves_path(run_dir))
 
 
 def write_curves(run_dir: str | Path, curves: dict[str, Any]) -> None:
@@ -74,8 +76,7 @@ def examples_path(output_dir: str | Path, experiment: str) -> Path:
 
 def read_metrics(output_dir: str | Path, experiment: str) -> dict[str, Any] | None:
     """An experiment's metrics of a folder, or None before its evaluation finished."""
-    path = metrics_path(output_dir, experiment)
-    return files.read_json(path) if path.is_file() else None
+    return _read_if_present(metrics_path(output_dir, experiment))
 
 
 def read_all_metrics(output_dir: str | Path) -> dict[str, dict[str, Any]]:

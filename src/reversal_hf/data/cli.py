@@ -1,7 +1,7 @@
 """What the dataset commands' `main`s share: the config list, the input/output options, and how a run ends.
 
-A run ends in one of two ways: a one-line `error: ...` on stderr and exit status 1, or one line saying what was
-written and exit status 0.
+A run ends in one of two ways: a one-line `error: ...` on stderr and exit status 1, or exit status 0 after one line
+saying what was written (unless the command reports its own progress).
 """
 
 from __future__ import annotations
@@ -43,14 +43,16 @@ def add_input_output_arguments(
 def run_command(
     action: Callable[[], T],
     errors: tuple[type[Exception], ...],
-    done: Callable[[T], str] = "wrote {}".format,
+    done: Callable[[T], str] | None = "wrote {}".format,
     describe: Callable[[Exception], str] = str,
 ) -> int:
-    """Run `action`; print `done(result)` and return 0, or print `error: <describe(error)>` to stderr and return 1."""
+    """Run `action`; print `done(result)` (unless `done` is None) and return 0, or print `error: <describe(error)>` to
+    stderr and return 1."""
     try:
         result = action()
     except errors as err:
         print(f"error: {describe(err)}", file=sys.stderr)
         return 1
-    print(done(result))
+    if done is not None:
+        print(done(result))
     return 0

@@ -14,9 +14,26 @@ from typing import Any
 
 from reversal_hf import files
 from reversal_hf.paths import REPO_ROOT
+from reversal_hf.report import markdown_table
 
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 SIGNIFICANCE_ALPHA = 0.05
+EXACT_MATCH_HEADERS = [
+    "exact match (%), mean ± SD over seeds",
+    "same direction",
+    "reverse direction",
+    "reverse prompts scored against the paper's random completion",
+    "paper (GPT-3-175B) same / reverse",
+]
+LIKELIHOOD_HEADERS = [
+    "reverse-direction log-prob per fact, correct vs random",
+    "correct",
+    "random",
+    "paired t-test p (per seed)",
+    "KS p (per seed)",
+    "seeds with t-test p < 0.05",
+    "seeds with KS p < 0.05",
+]
 LIKELIHOOD_SPLITS = {
     "p2d/reverse_test": "`p2d/reverse_test`: the name, given the description (our random names)",
     "d2p/reverse_test": "`d2p/reverse_test`: the description, given the name (our random descriptions)",
@@ -61,33 +78,25 @@ def exp1_tables(metrics: dict[str, Any]) -> str:
     """Table 1 (exact match per direction) and the correct-vs-random likelihood tests, every number from `metrics`."""
     parts = []
     for group in metrics["exp1_exact_match"]:
-        rows = [
-            "| exact match (%), mean ± SD over seeds | same direction | reverse direction "
-            "| reverse prompts scored against the paper's random completion | paper (GPT-3-175B) same / reverse |",
-            "|---|---|---|---|---|",
-        ]
+        rows = []
         for row in group["rows"]:
             paper = row.get("paper") or {}
             paper_cell = f"{100 * paper['same']:.1f} / {100 * paper['reverse']:.1f}" if paper else "–"
-            rows.append(
-                f"| {row['direction']} (`{row['subset']}`) | {_percent(row['same'])} | {_percent(row['reverse'])} "
-                f"| {_percent(row['random_baseline'])} | {paper_cell} |"
-            )
-        parts.append(f"**{group['group']}**, {group['n_seeds']} seed(s):\n\n" + "\n".join(rows))
+            cells = [_percent(row["same"]), _percent(row["reverse"]), _percent(row["random_baseline"]), paper_cell]
+            rows.append([f"{row['direction']} (`{row['subset']}`)", *cells])
+        table = markdown_table(EXACT_MATCH_HEADERS, rows)
+        parts.append(f"**{group['group']}**, {group['n_seeds']} seed(s):\n\n{table}")
     for group in metrics["exp1_likelihood"]:
         rows = [
-            "| reverse-direction log-prob per fact, correct vs random | correct | random "
-            "| paired t-test p (per seed) | KS p (per seed) | seeds with t-test p < 0.05 | seeds with KS p < 0.05 |",
-            "|---|---|---|---|---|---|---|",
+            [
+                LIKELIHOOD_SPLITS.get(test["split"], f"`{test['split']}`"),
+                *map(_logprob, (test["correct_logprob"], test["random_logprob"])),
+                *map(_pvalues, (test["ttest_pvalue"], test["ks_pvalue"])),
+                *map(_significant, (test["ttest_pvalue"], test["ks_pvalue"])),
+            ]
+            for test in group["tests"]
         ]
-        for test in group["tests"]:
-            label = LIKELIHOOD_SPLITS.get(test["split"], f"`{test['split']}`")
-            rows.append(
-                f"| {label} | {_logprob(test['correct_logprob'])} | {_logprob(test['random_logprob'])} "
-                f"| {_pvalues(test['ttest_pvalue'])} | {_pvalues(test['ks_pvalue'])} "
-                f"| {_significant(test['ttest_pvalue'])} | {_significant(test['ks_pvalue'])} |"
-            )
-        parts.append("\n".join(rows))
+        parts.append(markdown_table(LIKELIHOOD_HEADERS, rows))
     return "\n\n".join(parts)
 
 

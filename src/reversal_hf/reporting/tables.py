@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,21 +70,32 @@ def _group_header(group: RunGroup) -> dict[str, Any]:
     }
 
 
+def _per_subset(group: RunGroup, cells: Callable[[RunGroup, str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per Experiment 1 subset: its direction and name, then `cells(group, subset)`."""
+    return [
+        {"direction": direction, "subset": subset, **cells(group, subset)}
+        for subset, direction in EXP1_DIRECTIONS.items()
+    ]
+
+
+def _exp1_cells(group: RunGroup, subset: str) -> dict[str, Any]:
+    return {
+        "same": _accuracy(group, f"{subset}/test"),
+        "reverse": _accuracy(group, f"{subset}/reverse_test"),
+        "random_baseline": _accuracy(group, f"{subset}/reverse_test_randomized"),
+        "paper": paper_numbers.EXP1_TABLE1[subset],
+    }
+
+
+def _in_context_cells(group: RunGroup, subset: str) -> dict[str, Any]:
+    return {order: stat(_collect(group, "in_context", f"{subset}/{order}", "accuracy")) for order in IN_CONTEXT_ORDERS}
+
+
 def exp1_table(groups: list[RunGroup]) -> list[dict[str, Any]]:
     """Table 1: same direction, reverse direction and random-name baseline accuracy per subset, per group."""
     table = []
     for group in groups:
-        rows = [
-            {
-                "direction": direction,
-                "subset": subset,
-                "same": _accuracy(group, f"{subset}/test"),
-                "reverse": _accuracy(group, f"{subset}/reverse_test"),
-                "random_baseline": _accuracy(group, f"{subset}/reverse_test_randomized"),
-                "paper": paper_numbers.EXP1_TABLE1[subset],
-            }
-            for subset, direction in EXP1_DIRECTIONS.items()
-        ]
+        rows = _per_subset(group, _exp1_cells)
         other = {split: _accuracy(group, split) for split in EXP1_OTHER_SPLITS}
         table.append({**_group_header(group), "rows": rows, "other_splits": other})
     return table
@@ -120,17 +132,7 @@ def in_context_table(groups: list[RunGroup]) -> list[dict[str, Any]]:
     """Appendix B.6: in-context accuracy with the fact in the same vs the reverse order, per subset."""
     table = []
     for group in groups:
-        rows = [
-            {
-                "direction": direction,
-                "subset": subset,
-                **{
-                    order: stat(_collect(group, "in_context", f"{subset}/{order}", "accuracy"))
-                    for order in IN_CONTEXT_ORDERS
-                },
-            }
-            for subset, direction in EXP1_DIRECTIONS.items()
-        ]
+        rows = _per_subset(group, _in_context_cells)
         if any(row[order] for row in rows for order in IN_CONTEXT_ORDERS):
             table.append({**_group_header(group), "rows": rows})
     return table
