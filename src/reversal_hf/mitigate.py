@@ -24,7 +24,7 @@ from reversal_hf.configs import read_recipe
 from reversal_hf.data import exp1 as exp1_data
 from reversal_hf.data.cli import run_command
 from reversal_hf.models import prepare_model
-from reversal_hf.report import NOT_AVAILABLE, _percent, markdown_table, text_table
+from reversal_hf.report import NOT_AVAILABLE, markdown_table, percent_cell, text_table
 from reversal_hf.reporting import figures
 from reversal_hf.reporting.tables import stat
 from reversal_hf.reproduce import (
@@ -181,7 +181,7 @@ def table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
             row["method"],
             row["matching"],
             _tokens(row["tokens"]),
-            *(_percent(row[column]) for column in (*FORWARD, *REVERSE_MODE)),
+            *(percent_cell(row[column]) for column in (*FORWARD, *REVERSE_MODE)),
             *(f"{_pvalue(row[f'{s}/ttest'])} / {_pvalue(row[f'{s}/ks'])}" for s in ("p2d", "d2p")),
             f"{_ratio(row['target']['ratio']['p2d'])}, {_ratio(row['target']['ratio']['d2p'])}",
             _is_target_met(row),

@@ -38,7 +38,7 @@ def _percent_value(fraction: float | None) -> str:
     return NOT_AVAILABLE if fraction is None else f"{100 * fraction:.1f}"
 
 
-def _percent(entry: dict[str, Any] | None) -> str:
+def percent_cell(entry: dict[str, Any] | None) -> str:
     if entry is None:
         return NOT_AVAILABLE
     spread = "" if entry["sd"] is None else f" ± {_percent_value(entry['sd'])}"
@@ -81,9 +81,15 @@ def table1_rows(table: list[dict[str, Any]]) -> Rows:
     headers = ["model", "seeds", "direction", "same direction", "reverse direction", "random-name baseline"]
     headers += [f"paper same ({paper_numbers.EXP1_TABLE1_MODEL})", "paper reverse"]
     rows = [
-        [group["group"], str(group["n_seeds"]), row["direction"], _percent(row["same"]), _percent(row["reverse"])]
+        [
+            group["group"],
+            str(group["n_seeds"]),
+            row["direction"],
+            percent_cell(row["same"]),
+            percent_cell(row["reverse"]),
+        ]
         + [
-            _percent(row["random_baseline"]),
+            percent_cell(row["random_baseline"]),
             _percent_value(row["paper"]["same"]),
             _percent_value(row["paper"]["reverse"]),
         ]
@@ -95,7 +101,7 @@ def table1_rows(table: list[dict[str, Any]]) -> Rows:
 
 def other_splits_rows(table: list[dict[str, Any]]) -> Rows:
     return ["model", *tables.EXP1_OTHER_SPLITS], [
-        [group["group"], *(_percent(group["other_splits"][split]) for split in tables.EXP1_OTHER_SPLITS)]
+        [group["group"], *(percent_cell(group["other_splits"][split]) for split in tables.EXP1_OTHER_SPLITS)]
         for group in table
     ]
 
@@ -113,7 +119,7 @@ def likelihood_rows(table: list[dict[str, Any]]) -> Rows:
 
 def in_context_rows(table: list[dict[str, Any]]) -> Rows:
     return ["model", "direction", "same order", "reverse order"], [
-        [group["group"], row["direction"], _percent(row["same"]), _percent(row["reverse"])]
+        [group["group"], row["direction"], percent_cell(row["same"]), percent_cell(row["reverse"])]
         for group in table
         for row in group["rows"]
     ]
@@ -144,7 +150,7 @@ def exp3_rows(table: list[dict[str, Any]]) -> Rows:
         "reverse": f"< {100 * paper_numbers.EXP3_REVERSE_BELOW:.0f}",
     }
     return ["model", "seeds", "split", "instruction order", "accuracy", "paper (Llama-1 7B-30B)"], [
-        [group["group"], str(group["n_seeds"]), row["split"], row["direction"], _percent(row["accuracy"])]
+        [group["group"], str(group["n_seeds"]), row["split"], row["direction"], percent_cell(row["accuracy"])]
         + [paper.get(row["direction"], NOT_AVAILABLE)]
         for group in table
         for row in group["rows"]
@@ -315,7 +321,7 @@ def render_markdown(title: str, data: dict[str, Any], figure_files: dict[str, st
                 f"## {heading}",
                 "Held-out exact match (%) measured during training (`eval_curves`, curves.json; "
                 "`max_examples` rows per split), mean ± SD over seeds.\n\n"
-                + markdown_table(*curve_rows(data[key], _percent, "(%)"))
+                + markdown_table(*curve_rows(data[key], percent_cell, "(%)"))
                 + image(name, title),
                 _runs_used(data[key]),
             ]

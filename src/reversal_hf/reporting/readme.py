@@ -14,7 +14,7 @@ from typing import Any
 
 from reversal_hf import files
 from reversal_hf.paths import REPO_ROOT
-from reversal_hf.report import markdown_table
+from reversal_hf.report import markdown_table, percent_cell
 
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 SIGNIFICANCE_ALPHA = 0.05
@@ -39,11 +39,6 @@ LIKELIHOOD_SPLITS = {
     "d2p/reverse_test": "`d2p/reverse_test`: the description, given the name (our random descriptions)",
     "p2d/reverse_test_randomized_paper": "`p2d/reverse_test`: the name, against the paper's randomized file",
 }
-
-
-def _percent(entry: dict[str, Any]) -> str:
-    spread = "" if entry.get("sd") is None else f" ± {100 * entry['sd']:.1f}"
-    return f"{100 * entry['mean']:.1f}{spread}"
 
 
 def _logprob(entry: dict[str, Any]) -> str:
@@ -82,7 +77,12 @@ def exp1_tables(metrics: dict[str, Any]) -> str:
         for row in group["rows"]:
             paper = row.get("paper") or {}
             paper_cell = f"{100 * paper['same']:.1f} / {100 * paper['reverse']:.1f}" if paper else "–"
-            cells = [_percent(row["same"]), _percent(row["reverse"]), _percent(row["random_baseline"]), paper_cell]
+            cells = [
+                percent_cell(row["same"]),
+                percent_cell(row["reverse"]),
+                percent_cell(row["random_baseline"]),
+                paper_cell,
+            ]
             rows.append([f"{row['direction']} (`{row['subset']}`)", *cells])
         table = markdown_table(EXACT_MATCH_HEADERS, rows)
         parts.append(f"**{group['group']}**, {group['n_seeds']} seed(s):\n\n{table}")
