@@ -225,6 +225,22 @@ def test_model_card_names_the_transform(tmp_path: Path) -> None:
     )
 
 
+def test_model_card_says_what_smollm2_is(tmp_path: Path) -> None:
+    """The local SmolLM2 is the Instruct model, dequantized from a Q4_1 GGUF: the card must not pass it off as a base."""
+    run_info = {
+        "recipe": "exp1_smollm2_135m",
+        "experiment": "exp1",
+        "training_mode": "full",
+        "model_name_or_path": "build/models/smollm2-135m",
+        "dataset": {"name": "build/datasets/reversal-exp1", "config": "all"},
+        "seed": 0,
+        "resolved_config": {"model_name_or_path": "smollm2-135m"},
+    }
+    (tmp_path / "run_info.json").write_text(json.dumps(run_info))
+    text = build_model_card(tmp_path).text
+    assert "SmolLM2-135M-Instruct" in text and "Q4_1" in text and "not a base model" in text
+
+
 # ---------------------------------------------------------------- the study
 
 

