@@ -226,7 +226,7 @@ def test_model_card_names_the_transform(tmp_path: Path) -> None:
 
 
 def test_model_card_says_what_smollm2_is(tmp_path: Path) -> None:
-    """The local SmolLM2 is the Instruct model, dequantized from a Q4_1 GGUF: the card must not pass it off as a base."""
+    """The local SmolLM2 is the Instruct model, dequantized from a Q4_1 GGUF: no card passes it off as a base."""
     run_info = {
         "recipe": "exp1_smollm2_135m",
         "experiment": "exp1",
