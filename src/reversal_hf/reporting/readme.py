@@ -1,7 +1,8 @@
 """The README's headline tables, generated from committed `results/<name>/metrics.json` rather than copied by hand.
 
 `reversal-hf readme` rewrites every block between `<!-- results:NAME -->` and `<!-- /results:NAME -->` in README.md
-from `results/NAME/metrics.json`; `reversal-hf readme --check` fails when a block has drifted (a test runs it).
+from `results/NAME/metrics.json` (or, for a study without one, the first table of `results/NAME/report.md`); `reversal-hf readme --check` fails
+when a block has drifted (a test runs it).
 """
 
 from __future__ import annotations
@@ -100,8 +101,21 @@ def exp1_tables(metrics: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def report_headline(report: Path) -> str:
+    """A report without `metrics.json` (e.g. `reversal-hf mitigate`'s): its "Generated ..." line and first table."""
+    lines = report.read_text().splitlines()
+    generated = next((line for line in lines if line.startswith("Generated ")), "")
+    start = next((i for i, line in enumerate(lines) if line.startswith("|")), None)
+    if start is None:
+        raise files.FileFormatError(f"{report}: no table to show")
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return f"_{generated}_\n\n" + "\n".join(lines[start:end]) + "\n"
+
+
 def render_block(results_dir: Path) -> str:
     """The Markdown that stands in the README for one results folder."""
+    if not (results_dir / "metrics.json").is_file():
+        return report_headline(results_dir / "report.md")
     metrics = files.read_json(results_dir / "metrics.json")
     return f"{provenance_line(metrics)}\n\n{exp1_tables(metrics)}\n"
 
