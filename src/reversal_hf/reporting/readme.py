@@ -1,8 +1,8 @@
 """The README's headline tables, generated from committed `results/<name>/metrics.json` rather than copied by hand.
 
 `reversal-hf readme` rewrites every block between `<!-- results:NAME -->` and `<!-- /results:NAME -->` in README.md
-from `results/NAME/metrics.json` (or, for a study without one, the first table of `results/NAME/report.md`); `reversal-hf readme --check` fails
-when a block has drifted (a test runs it).
+from `results/NAME/metrics.json` (a study without one: the first table of `results/NAME/report.md`);
+`reversal-hf readme --check` fails when a block has drifted (a test runs it).
 """
 
 from __future__ import annotations
