@@ -100,3 +100,20 @@ def test_readme_results_tables_match_the_committed_metrics() -> None:
     from reversal_hf.reporting.readme import main
 
     assert main(["--check"]) == 0
+
+
+def test_readme_block_of_a_study_is_its_reports_first_table(tmp_path: Path) -> None:
+    from reversal_hf.reporting.readme import sync
+
+    study = tmp_path / "results" / "study"
+    study.mkdir(parents=True)
+    (study / "report.md").write_text("# Study\n\nGenerated today by us.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n| c |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:study -->\nold\n<!-- /results:study -->\nend\n")
+    assert sync(readme, tmp_path / "results", check=True) == ["study"]
+    assert sync(readme, tmp_path / "results", check=False) == ["study"]
+    assert readme.read_text() == (
+        "intro\n<!-- results:study -->\n_Generated today by us._\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
+        "<!-- /results:study -->\nend\n"
+    )
+    assert sync(readme, tmp_path / "results", check=True) == []
