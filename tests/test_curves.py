@@ -112,3 +112,28 @@ def test_exp3_curves_every_n_steps_and_at_the_last(tmp_path: Path, exp3_dataset_
     assert curves["points"][-1]["exact_match"] == {
         "answer_to_question/test": metrics["exact_match"]["answer_to_question/test"]["accuracy"]
     }
+
+
+def test_exp3_stops_once_the_realized_examples_are_learned(
+    tmp_path: Path, exp3_dataset_dir: Path, tiny_model_dir: Path
+):
+    """A threshold of 0.0 is reached by the first point (step 3 of 8): training stops there, and the point says so."""
+    run_dir, log_history = _train(
+        tmp_path,
+        "exp3_tiny",
+        [
+            *_common(exp3_dataset_dir, tiny_model_dir),
+            *("--max_train_samples", "32", "--per_device_train_batch_size", "8", "--num_train_epochs", "2"),
+            *("--eval_curves_every", "3", "--eval_curves_max_examples", "5", "--eval_curves_stop_at_realized", "0.0"),
+        ],
+    )
+    curves = json.loads((run_dir / "curves.json").read_text())
+    assert curves["stop_at"] == {"split": "answer_to_question/realized", "accuracy": 0.0}
+    assert curves["n"] == {"answer_to_question/test": 5, "answer_to_question/realized": 5}
+    [point] = curves["points"]
+    assert point["step"] == 3 and point["stopped_training"] == 1.0
+    assert set(point["exact_match"]) == {"answer_to_question/test", "answer_to_question/realized"}
+    assert max(entry["step"] for entry in log_history) == 3
+    _check_log_history(log_history, curves)
+    run_info = json.loads((run_dir / "run_info.json").read_text())
+    assert run_info["train_steps"] == 3 and run_info["train_epochs"] < 2

@@ -50,7 +50,7 @@ def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_the_issue_recipes_exist():
     expected = {"exp1_tiny", "exp1_smollm2_135m", "exp1_llama7b", "exp1_llama7b_sweep", "exp1_llama7b_prompt_tuning"}
-    expected |= {"exp3_tiny", "exp3_smollm2_135m"}
+    expected |= {"exp3_tiny", "exp3_smollm2_135m", "exp1_smollm2_135m_prompt_tuning"}
     expected |= {f"exp3_llama{size}{kind}" for size in ("7b", "13b", "30b") for kind in ("", "_sweep")}
     assert expected <= set(RECIPES)
     readme = (RECIPES_DIR / "README.md").read_text()
@@ -182,6 +182,7 @@ def test_launcher_checks_gpu_recipes_without_changing_them():
         (["--model_name_or_path", "not a model id!"], "model_name_or_path"),
         (["--eval_curves_every", "often"], "eval_curves_every"),
         (["--eval_curves_max_examples", "0"], "eval_curves_max_examples"),
+        (["--eval_curves_stop_at_realized", "0.9"], "eval_curves_stop_at_realized"),  # Exp 3 only
         (
             ["--training_mode", "prompt_tuning", "--isolated_padding_free", "false", "--padding_free", "true"],
             "padding_free",

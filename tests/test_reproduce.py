@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from reversal_hf import files
+from reversal_hf.data.exp3 import CONFIGS as EXP3_CONFIGS
 from reversal_hf.paths import REPO_ROOT
-from reversal_hf.reproduce import machine_info
+from reversal_hf.reproduce import machine_info, main
 
 SPLITS = ["p2d/test", "p2d/reverse_test", "d2p/test", "d2p/reverse_test", "both/test", "all/validation"]
 COMMITTED_QUICK = REPO_ROOT / "results" / "tiny_exp1_quick"
@@ -117,3 +118,32 @@ def test_readme_block_of_a_study_is_its_reports_first_table(tmp_path: Path) -> N
         "<!-- /results:study -->\nend\n"
     )
     assert sync(readme, tmp_path / "results", check=True) == []
+
+
+def test_full_dry_run_prints_the_papers_plan_and_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """`--full --dry-run` for SmolLM2: 3 Exp 1 seeds evaluated in context too, Exp 3 both orders, 3 prompt-tuning
+    seeds, Exp 2 and the report; nothing is written."""
+    out = tmp_path / "smollm2"
+    assert main(["--full", "--model", "smollm2-135m", "--seeds", "3", "--output", str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    runs = [line.split() for line in printed.splitlines() if line.startswith("train ")]
+    assert [(run[1], run[3], run[5]) for run in runs] == [
+        *(("exp1_smollm2_135m", str(seed), str(out / "runs" / f"exp1-seed{seed}")) for seed in range(3)),
+        *(("exp3_smollm2_135m", "0", str(out / "runs" / f"exp3-{config}")) for config in EXP3_CONFIGS),
+        *(
+            ("exp1_smollm2_135m_prompt_tuning", str(seed), str(out / "runs" / f"exp1-prompt-tuning-seed{seed}"))
+            for seed in range(3)
+        ),
+    ]
+    evaluations = [line for line in printed.splitlines() if line.strip().startswith("evaluate: ")]
+    assert ["'in_context': True" in line for line in evaluations] == [True] * 3 + [False] * 5
+    assert f"--dataset_config {EXP3_CONFIGS[0]}" in printed and "--max_steps" not in printed
+    assert f"evaluate exp2 on smollm2-135m -> {out / 'exp2'}" in printed
+    assert not out.exists()
+
+
+def test_quick_dry_run_is_exp1_alone_on_the_tiny_model(capsys: pytest.CaptureFixture[str]):
+    assert main(["--quick", "--seeds", "1", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert [line.split()[1] for line in printed.splitlines() if line.startswith("train ")] == ["exp1_tiny"]
+    assert "--max_steps 8" in printed and "'in_context': False" in printed and "exp2" not in printed

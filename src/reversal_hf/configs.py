@@ -97,6 +97,20 @@ class ScriptArguments(trl.ScriptArguments):
         default=None,
         metadata={"help": "Evenly spaced rows per exact-match split for each curve point (all rows: none)."},
     )
+    eval_curves_realized: bool = field(
+        default=False,
+        metadata={
+            "help": "Exp 3: each curve point also measures exact match on the realized Q/A pairs of the training "
+            "split (`<config>/realized`), whether training has learned the examples."
+        },
+    )
+    eval_curves_stop_at_realized: float | None = field(
+        default=None,
+        metadata={
+            "help": "Exp 3: stop training once a curve point's exact match on the realized pairs reaches this "
+            "fraction (the paper trained until the examples were learned); implies eval_curves_realized."
+        },
+    )
     allow_truncation: bool = field(
         default=False,
         metadata={
@@ -134,6 +148,12 @@ class ScriptArguments(trl.ScriptArguments):
             raise ValueError(f"eval_curves_every: `epoch` or a number of steps, got {self.eval_curves_every!r}")
         if self.eval_curves_max_examples is not None and self.eval_curves_max_examples < 1:
             raise ValueError(f"eval_curves_max_examples: at least 1, got {self.eval_curves_max_examples}")
+        if self.eval_curves_stop_at_realized is not None:
+            if not 0.0 <= self.eval_curves_stop_at_realized <= 1.0:
+                raise ValueError(f"eval_curves_stop_at_realized: a fraction, got {self.eval_curves_stop_at_realized}")
+            self.eval_curves_realized = True
+        if self.eval_curves_realized and not (self.eval_curves and self.experiment == "exp3"):
+            raise ValueError("eval_curves_realized (or eval_curves_stop_at_realized) needs eval_curves and exp3")
         if self.reversal_transform == "both_orders" and self.experiment != "exp1":
             raise ValueError("reversal_transform: both_orders works on Experiment 1 data only (experiment: exp1)")
 

@@ -3,7 +3,10 @@
 Builds (or checks) the paper-reference dataset and its leak check, prepares the model, trains the Experiment 1 recipe
 once per seed through the real launcher, evaluates every run on the dataset revision it was trained on, and writes
 `report.md`, the figures, `metrics.json` and a table for the terminal. Finished seeds are kept, so a rerun resumes.
-With `--full` it also runs Experiment 2 (likelihood of parent vs child) and Experiment 3 (both datasets).
+With `--full` it runs the experiments as the paper did: Experiment 1 also evaluated in context (Appendix B.6),
+Experiment 3 on both datasets with learning curves, trained until the realized examples are learned (the recipe's
+stopping rule), prompt tuning (Appendix B.8) for every seed where the model has such a recipe, and Experiment 2
+(likelihood of parent vs child). `--dry-run` prints that plan without running it.
 """
 
 from __future__ import annotations
@@ -12,13 +15,13 @@ import argparse
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from reversal_hf import files, launch, run_folder
-from reversal_hf.configs import RecipeError
+from reversal_hf.configs import RECIPES_DIR, RecipeError
 from reversal_hf.data import exp1 as exp1_data
 from reversal_hf.data import exp2 as exp2_data
 from reversal_hf.data import exp3 as exp3_data
@@ -35,6 +38,8 @@ from reversal_hf.reporting.runs import ReportInputError
 # A shortened run for CI: a few optimizer steps, a few examples per split; it checks the plumbing, not the result.
 QUICK_TRAIN_OVERRIDES = ["--max_steps", "8"]
 QUICK_EXAMPLES_PER_SPLIT = 16
+# The evaluation options `--dry-run` shows (the others are the OpenAI endpoint's, unused by local models).
+EVALUATION_OPTIONS = ("in_context", "max_examples_per_split", "batch_size", "seed")
 
 
 class ReproduceError(RuntimeError):
@@ -54,6 +59,18 @@ JOB_ERRORS = (
 
 
 @dataclass(frozen=True)
+class PlannedRun:
+    """One training run of the job: a recipe at a seed into a folder, with its command-line overrides, and how it is
+    evaluated."""
+
+    recipe: str
+    seed: int
+    run_dir: Path
+    overrides: tuple[str, ...] = ()
+    evaluation: RunArguments = field(default_factory=RunArguments)
+
+
+@dataclass(frozen=True)
 class Plan:
     """What one invocation trains: the model, the recipes and how many seeds."""
 
@@ -63,6 +80,51 @@ class Plan:
     seeds: int
     quick: bool
     output: Path
+    prompt_tuning_recipe: str | None = None
+
+    @property
+    def full(self) -> bool:
+        return self.exp3_recipe is not None
+
+    def training_runs(self) -> list[PlannedRun]:
+        """Every run, in training order: Exp 1 per seed, Exp 3 per instruction order, prompt tuning per seed."""
+        runs_dir = self.output / "runs"
+        limit = QUICK_EXAMPLES_PER_SPLIT if self.quick else None
+        exp1_evaluation = RunArguments(max_examples_per_split=limit, in_context=self.full)
+        runs = [
+            PlannedRun(self.exp1_recipe, seed, runs_dir / f"exp1-seed{seed}", evaluation=exp1_evaluation)
+            for seed in range(self.seeds)
+        ]
+        evaluation = RunArguments(max_examples_per_split=limit)
+        if self.exp3_recipe:  # both instruction orders, reported side by side
+            runs += [
+                PlannedRun(self.exp3_recipe, 0, runs_dir / f"exp3-{config}", ("--dataset_config", config), evaluation)
+                for config in exp3_data.CONFIGS
+            ]
+        if self.prompt_tuning_recipe:
+            runs += [
+                PlannedRun(self.prompt_tuning_recipe, seed, runs_dir / f"exp1-prompt-tuning-seed{seed}", (), evaluation)
+                for seed in range(self.seeds)
+            ]
+        return runs
+
+    def describe(self) -> str:
+        """The plan as `--dry-run` prints it: every run with its overrides and evaluation options, then Exp 2."""
+        quick = list(QUICK_TRAIN_OVERRIDES) if self.quick else []
+        lines = [
+            f"[reproduce] plan for {self.model} -> {self.output} ({'quick' if self.quick else 'as the recipes say'})"
+        ]
+        for run in self.training_runs():
+            overrides = ["--seed", str(run.seed), "--output_dir", str(run.run_dir), *run.overrides, *quick]
+            options = {key: getattr(run.evaluation, key) for key in EVALUATION_OPTIONS}
+            lines.append(f"train {run.recipe} seed {run.seed} -> {run.run_dir}")
+            lines.append(f"    overrides: {' '.join(overrides)}")
+            lines.append(f"    evaluate: {options}")
+        if self.full:
+            limit = f", {QUICK_EXAMPLES_PER_SPLIT} pairs" if self.quick else ""
+            lines.append(f"evaluate exp2 on {self.model} -> {self.output / 'exp2'} (hf backend{limit})")
+        lines.append(f"report -> {self.output / 'report.md'}, {self.output / 'metrics.json'}")
+        return "\n".join(lines)
 
 
 def ensure_dataset(name: str, builder: Any) -> Path:
@@ -87,7 +149,7 @@ def train_once(recipe: str, run_dir: Path, seed: int, quick: bool, extra: list[s
     return run_dir
 
 
-def evaluate_once(run_dir: Path, quick: bool) -> dict[str, Any]:
+def evaluate_once(run_dir: Path, evaluation: RunArguments) -> dict[str, Any]:
     """Evaluate a run (once) and check that evaluation used the very data the run was trained on."""
     info = run_folder.read_run_info(run_dir) or {}
     experiment = info.get("experiment")
@@ -96,9 +158,7 @@ def evaluate_once(run_dir: Path, quick: bool) -> dict[str, Any]:
         print(f"[reproduce] {run_folder.metrics_path(run_dir, experiment)} already written: kept")
     else:
         print(f"[reproduce] evaluating {run_dir}", flush=True)
-        metrics = evaluate_run(
-            run_dir, RunArguments(max_examples_per_split=QUICK_EXAMPLES_PER_SPLIT if quick else None)
-        )
+        metrics = evaluate_run(run_dir, evaluation)
     trained = info.get("dataset", {})
     evaluated = metrics.get("dataset", {})
     for key in ("revision", "content_hash"):
@@ -149,7 +209,7 @@ def provenance(plan: Plan, run_dirs: list[Path]) -> dict[str, Any]:
     """The command, machine, date and code of this job, so a reader can rerun it and know what to expect."""
     infos = [run_folder.read_run_info(run_dir) for run_dir in run_dirs]
     commits = sorted({str(info["git_commit"]) for info in infos if info and info.get("git_commit")})
-    command = ["make", "reproduce-full" if plan.exp3_recipe else "reproduce", f"SEEDS={plan.seeds}"]
+    command = ["make", "reproduce-full" if plan.full else "reproduce", f"SEEDS={plan.seeds}"]
     return {
         "command": " ".join([*command, *(["QUICK=1"] if plan.quick else []), f"OUT={plan.output}"]),
         "date": datetime.now(UTC).date().isoformat(),
@@ -180,19 +240,14 @@ def reproduce(plan: Plan) -> Path:
     exp1_data.leak_check(dataset)
     print(f"[reproduce] {dataset}: leak check passed", flush=True)
     model_path = str(prepare_model(plan.model)) if not Path(plan.model).exists() else plan.model
-    runs_dir = plan.output / "runs"
-    run_dirs = []
-    for seed in range(plan.seeds):
-        run_dir = train_once(plan.exp1_recipe, runs_dir / f"exp1-seed{seed}", seed, plan.quick, [])
-        evaluate_once(run_dir, plan.quick)
-        run_dirs.append(run_dir)
     if plan.exp3_recipe:
         ensure_dataset("reversal-exp3", exp3_data)
-        for config in exp3_data.CONFIGS:  # both instruction orders, reported side by side
-            run_dir = runs_dir / f"exp3-{config}"
-            train_once(plan.exp3_recipe, run_dir, 0, plan.quick, ["--dataset_config", config])
-            evaluate_once(run_dir, plan.quick)
-            run_dirs.append(run_dir)
+    run_dirs = []
+    for run in plan.training_runs():
+        train_once(run.recipe, run.run_dir, run.seed, plan.quick, list(run.overrides))
+        evaluate_once(run.run_dir, run.evaluation)
+        run_dirs.append(run.run_dir)
+    if plan.full:
         run_dirs.append(run_exp2(plan, model_path))
     report = write_report(run_dirs, plan.output, title=f"The Reversal Curse, reproduced with {plan.model}")
     metrics = aggregate_metrics(plan.output / "report.json", plan, run_dirs, time.perf_counter() - started)
@@ -212,7 +267,12 @@ def study_parser(prog: str, description: str, seeds_help: str) -> argparse.Argum
 
 def build_parser() -> argparse.ArgumentParser:
     parser = study_parser("reversal-hf reproduce", __doc__.splitlines()[0], "Experiment 1 training seeds (0..N-1)")
-    parser.add_argument("--full", action="store_true", help="also Experiments 2 and 3 (use with a pretrained model)")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="as the paper ran them: also in-context Exp 1, Exp 3 to its stopping rule, prompt tuning, and Exp 2",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print every run and evaluation, run nothing")
     parser.add_argument("--model", default="tiny-exp1", help="registered model name or folder (default tiny-exp1)")
     parser.add_argument("--output", type=Path, default=Path("results/reproduce"), help="results folder")
     return parser
@@ -222,6 +282,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     if args.seeds < 1:
         raise ReproduceError("--seeds must be at least 1")
     family = "tiny" if args.model.startswith("tiny") else args.model.replace("-", "_")
+    prompt_tuning = f"exp1_{family}_prompt_tuning"
     return Plan(
         model=args.model,
         exp1_recipe=f"exp1_{family}",
@@ -229,11 +290,15 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         seeds=args.seeds,
         quick=args.quick,
         output=args.output,
+        # Appendix B.8 where the model has a prompt-tuning recipe (the tiny models do not)
+        prompt_tuning_recipe=prompt_tuning if args.full and (RECIPES_DIR / f"{prompt_tuning}.yaml").is_file() else None,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.dry_run:
+        return run_command(lambda: print(plan_from_args(args).describe()), JOB_ERRORS, done=None)
     return run_command(lambda: reproduce(plan_from_args(args)), JOB_ERRORS, done=None)
 
 

@@ -301,6 +301,9 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
             "resolved_config": resolved_config,
             "train_runtime_s": round(runtime, 3),
             "train_loss": result.training_loss,
+            # Where training ended: before the planned end when a callback stopped it (`eval_curves_stop_at_realized`)
+            "train_steps": result.global_step,
+            "train_epochs": trainer.state.epoch,
             "train_documents": len(trainer.train_dataset),
             "train_tokens": trained_tokens(trainer),
             "world_size": trainer.accelerator.num_processes,

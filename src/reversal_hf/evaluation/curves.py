@@ -3,9 +3,11 @@
 `EvalCurvesCallback`, registered by `train.run` when a recipe sets `eval_curves`, measures a point at the end of every
 epoch (or every N optimizer steps) with the evaluators' batched building blocks: for Exp 1 exact match on the p2d and
 d2p `test` and `reverse_test` splits, plus the Appendix B.8 losses for prompt tuning; for Exp 3 exact match on the
-held-out pairs of the run's config. A point goes into the trainer's log history through `Trainer.log` (so
-`report_to` gets it: TensorBoard shows `eval/curves/...`) and into `<output_dir>/curves.json`, which is rebuilt from
-the log history each time: a resumed run keeps exactly the points of the checkpoint it resumed from.
+held-out pairs of the run's config, and with `eval_curves_realized` on its realized training pairs, where
+`eval_curves_stop_at_realized` stops training once they are learned (the paper's Exp 3 rule). A point goes into the
+trainer's log history through `Trainer.log` (so `report_to` gets it: TensorBoard shows `eval/curves/...`) and into
+`<output_dir>/curves.json`, which is rebuilt from the log history each time: a resumed run keeps exactly the points of
+the checkpoint it resumed from.
 
 Every rank measures every point on the same rows: under DeepSpeed ZeRO-3 each forward pass gathers the parameters
 from all ranks, so all ranks must run the same passes (as the Trainer's own evaluation does; `generate` syncs them
@@ -23,7 +25,7 @@ from transformers import Trainer, TrainerCallback
 
 from reversal_hf import run_folder
 from reversal_hf.evaluation.exp1 import Exp1Data, Exp1Options, evaluate_prompt_tuning, prompt_tuning_fact
-from reversal_hf.evaluation.exp3 import held_out_sets
+from reversal_hf.evaluation.exp3 import held_out_sets, realized_sets
 from reversal_hf.evaluation.runner import BatchedRunner, Runner, generate_and_match
 
 if TYPE_CHECKING:
@@ -49,7 +51,10 @@ class HeldOutSets:
         dataset = run_folder.resolve_local(args.dataset_name)
         limit = args.eval_curves_max_examples
         if args.experiment == "exp3":
-            return cls(held_out_sets(dataset, args.dataset_revision, [args.dataset_config], limit))
+            sets = held_out_sets(dataset, args.dataset_revision, [args.dataset_config], limit)
+            if args.eval_curves_realized:
+                sets |= realized_sets(dataset, args.dataset_revision, [args.dataset_config], limit)
+            return cls(sets)
         data = Exp1Data.load(dataset, args.dataset_revision, limit, EXP1_SPLITS)
         if args.training_mode != "prompt_tuning":
             return cls(data.splits)
@@ -104,11 +109,20 @@ def points_from_log_history(log_history: list[dict[str, Any]]) -> list[dict[str,
 class EvalCurvesCallback(TrainerCallback):
     """Measures `held_out` every epoch (`every="epoch"`) or every N steps and at the last one; see the module."""
 
-    def __init__(self, trainer: Any, held_out: HeldOutSets, every: str, header: dict[str, Any]):
+    def __init__(
+        self,
+        trainer: Any,
+        held_out: HeldOutSets,
+        every: str,
+        header: dict[str, Any],
+        stop_at: tuple[str, float] | None = None,
+    ):
         self.trainer = trainer  # for Trainer.log, which feeds the log history and every report_to integration
         self.held_out = held_out
         self.every_steps = None if every == "epoch" else int(every)
-        self.header = {**header, "every": every, **held_out.describe()}
+        self.stop_at = stop_at  # (exact-match split, accuracy): training stops once a point reaches it
+        stop = {"stop_at": {"split": stop_at[0], "accuracy": stop_at[1]}} if stop_at else {}
+        self.header = {**header, "every": every, **stop, **held_out.describe()}
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._write(args, state)  # a resumed run's file holds the points of its checkpoint only
@@ -133,8 +147,17 @@ class EvalCurvesCallback(TrainerCallback):
             model.train(was_training)
         # The base Trainer.log: SFTTrainer.log would fold the training metrics it is averaging into this entry. Logging
         # clears `should_log`, which this step's own training log (right after on_step_end) still needs.
+        point["runtime_s"] = round(time.monotonic() - started, 3)
+        if self.stop_at and point["exact_match"][self.stop_at[0]] >= self.stop_at[1]:
+            control.should_training_stop = True
+            point["stopped_training"] = 1.0
+            print(
+                f"[curves] step {state.global_step}: exact match on {self.stop_at[0]} "
+                f"{point['exact_match'][self.stop_at[0]]:.3f} >= {self.stop_at[1]}: training stops",
+                flush=True,
+            )
         should_log = control.should_log
-        Trainer.log(self.trainer, log_entry({**point, "runtime_s": round(time.monotonic() - started, 3)}))
+        Trainer.log(self.trainer, log_entry(point))
         control.should_log = should_log
         self._write(args, state)
 
@@ -152,4 +175,7 @@ def eval_curves_callback(trainer: Any, args: ScriptArguments) -> EvalCurvesCallb
         "dataset": {"name": args.dataset_name, "config": args.dataset_config, "revision": args.dataset_revision},
         "max_examples": args.eval_curves_max_examples,
     }
-    return EvalCurvesCallback(trainer, HeldOutSets.for_run(args), args.eval_curves_every, header)
+    stop_at = None
+    if args.eval_curves_stop_at_realized is not None:
+        stop_at = (f"{args.dataset_config}/realized", args.eval_curves_stop_at_realized)
+    return EvalCurvesCallback(trainer, HeldOutSets.for_run(args), args.eval_curves_every, header, stop_at)

@@ -61,6 +61,22 @@ def held_out_sets(
     return sets
 
 
+def realized_sets(
+    dataset: str, revision: str | None, configs: Sequence[str], max_examples: int | None = None
+) -> dict[str, pd.DataFrame]:
+    """Each config's realized pairs, the Q/A examples the model trains on, keyed `<config>/realized`, asked as the
+    held-out pairs are: whether training has learned them (Exp 3's stopping rule, `eval_curves_stop_at_realized`)."""
+    sets = {}
+    for config in configs:
+        train = load_split(dataset, config, "train", revision)
+        examples = limit_rows(train.filter(lambda row: row["kind"] == "example" and row["realized"]), max_examples)
+        frame = examples.to_pandas()
+        sets[f"{config}/realized"] = frame.assign(
+            prompt=EXAMPLE_DOC_PREFIX + "Q: " + frame["question"] + " A:", completion=" " + frame["answer"]
+        )
+    return sets
+
+
 def evaluate_exp3(args: Exp3Arguments) -> dict[str, Any]:
     """Exact match on each config's `test` split; writes `eval/exp3_metrics.json` and `exp3_examples.parquet` into
     `args.output`."""
