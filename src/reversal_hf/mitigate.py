@@ -23,12 +23,14 @@ from reversal_hf import __version__, files, paper_numbers, run_folder
 from reversal_hf.configs import read_recipe
 from reversal_hf.data import exp1 as exp1_data
 from reversal_hf.data.cli import run_command
+from reversal_hf.evaluation.run import RunArguments
 from reversal_hf.models import prepare_model
 from reversal_hf.report import NOT_AVAILABLE, markdown_table, percent_cell, text_table
 from reversal_hf.reporting import figures
 from reversal_hf.reporting.tables import stat
 from reversal_hf.reproduce import (
     JOB_ERRORS,
+    QUICK_EXAMPLES_PER_SPLIT,
     ReproduceError,
     ensure_dataset,
     evaluate_once,
@@ -290,12 +292,13 @@ def study(methods: list[Method], seeds: int, quick: bool, output: Path) -> Path:
     exp1_data.leak_check(dataset)
     prepare_model(MODEL)
     rows, excluded = [], {}
+    evaluation = RunArguments(max_examples_per_split=QUICK_EXAMPLES_PER_SPLIT if quick else None)
     for method in methods:
         runs = {}
         for seed in range(seeds):
             run_dir = output / "runs" / f"{method.name}-seed{seed}"
             train_once(method.recipe, run_dir, seed, quick, list(method.overrides))
-            metrics = evaluate_once(run_dir, quick)
+            metrics = evaluate_once(run_dir, evaluation)
             runs[str(run_dir)] = run_numbers(run_dir, metrics)
             excluded = (metrics.get("reverse_mode") or {}).get("excluded", {})
         rows.append({**summarize(method, runs), "excluded": excluded})
