@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         stale = sync(args.readme, args.results, check=args.check)
-    except (files.FileFormatError, KeyError) as error:
+    except (files.FileFormatError, KeyError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if args.check and stale:
