@@ -208,18 +208,23 @@ def test_runs_without_a_text_transform_get_no_reverse_mode() -> None:
     assert exp1_eval.run_reversal({"resolved_config": {"reversal_transform": "both_orders"}}) is None
 
 
-def test_model_card_names_the_transform(tmp_path: Path) -> None:
+def card_of_run(run_dir: Path, recipe: str, model: str, resolved_config: dict):
+    """The model card of a finished Exp 1 run folder whose run_info.json says only what a card reads."""
     run_info = {
-        "recipe": "exp1_tiny_reverse_entity",
+        "recipe": recipe,
         "experiment": "exp1",
         "training_mode": "full",
-        "model_name_or_path": "tiny-exp1",
+        "model_name_or_path": model,
         "dataset": {"name": "build/datasets/reversal-exp1", "config": "all"},
         "seed": 0,
-        "resolved_config": {"reversal_transform": "entity"},
+        "resolved_config": resolved_config,
     }
-    (tmp_path / "run_info.json").write_text(json.dumps(run_info))
-    card = build_model_card(tmp_path)
+    (run_dir / "run_info.json").write_text(json.dumps(run_info))
+    return build_model_card(run_dir)
+
+
+def test_model_card_names_the_transform(tmp_path: Path) -> None:
+    card = card_of_run(tmp_path, "exp1_tiny_reverse_entity", "tiny-exp1", {"reversal_transform": "entity"})
     assert "reverse-training-entity" in card.data.tags and "| reverse training (`reversal_transform`) | `entity` |" in (
         card.text
     )
@@ -227,18 +232,10 @@ def test_model_card_names_the_transform(tmp_path: Path) -> None:
 
 def test_model_card_says_what_smollm2_is(tmp_path: Path) -> None:
     """The local SmolLM2 is the Instruct model, dequantized from a Q4_1 GGUF: no card passes it off as a base."""
-    run_info = {
-        "recipe": "exp1_smollm2_135m",
-        "experiment": "exp1",
-        "training_mode": "full",
-        "model_name_or_path": "build/models/smollm2-135m",
-        "dataset": {"name": "build/datasets/reversal-exp1", "config": "all"},
-        "seed": 0,
-        "resolved_config": {"model_name_or_path": "smollm2-135m"},
-    }
-    (tmp_path / "run_info.json").write_text(json.dumps(run_info))
-    text = build_model_card(tmp_path).text
-    assert "SmolLM2-135M-Instruct" in text and "Q4_1" in text and "not a base model" in text
+    card = card_of_run(
+        tmp_path, "exp1_smollm2_135m", "build/models/smollm2-135m", {"model_name_or_path": "smollm2-135m"}
+    )
+    assert "SmolLM2-135M-Instruct" in card.text and "Q4_1" in card.text and "not a base model" in card.text
 
 
 # ---------------------------------------------------------------- the study
