@@ -121,19 +121,19 @@ def test_readme_block_of_a_study_is_its_reports_first_table(tmp_path: Path) -> N
 
 
 def test_full_dry_run_prints_the_papers_plan_and_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    """`--full --dry-run` for SmolLM2: 3 Exp 1 seeds evaluated in context too, Exp 3 both orders, 3 prompt-tuning
-    seeds, Exp 2 and the report; nothing is written."""
+    """`--full --dry-run` for SmolLM2: Exp 2, 3 Exp 1 seeds evaluated in context too, 3 prompt-tuning seeds, Exp 3
+    both orders (the longest, last) and the report; nothing is written."""
     out = tmp_path / "smollm2"
     assert main(["--full", "--model", "smollm2-135m", "--seeds", "3", "--output", str(out), "--dry-run"]) == 0
     printed = capsys.readouterr().out
     runs = [line.split() for line in printed.splitlines() if line.startswith("train ")]
     assert [(run[1], run[3], run[5]) for run in runs] == [
         *(("exp1_smollm2_135m", str(seed), str(out / "runs" / f"exp1-seed{seed}")) for seed in range(3)),
-        *(("exp3_smollm2_135m", "0", str(out / "runs" / f"exp3-{config}")) for config in EXP3_CONFIGS),
         *(
             ("exp1_smollm2_135m_prompt_tuning", str(seed), str(out / "runs" / f"exp1-prompt-tuning-seed{seed}"))
             for seed in range(3)
         ),
+        *(("exp3_smollm2_135m", "0", str(out / "runs" / f"exp3-{config}")) for config in EXP3_CONFIGS),
     ]
     evaluations = [line for line in printed.splitlines() if line.strip().startswith("evaluate: ")]
     assert ["'in_context': True" in line for line in evaluations] == [True] * 3 + [False] * 5
@@ -147,3 +147,15 @@ def test_quick_dry_run_is_exp1_alone_on_the_tiny_model(capsys: pytest.CaptureFix
     printed = capsys.readouterr().out
     assert [line.split()[1] for line in printed.splitlines() if line.startswith("train ")] == ["exp1_tiny"]
     assert "--max_steps 8" in printed and "'in_context': False" in printed and "exp2" not in printed
+
+
+def test_an_evaluated_run_without_weights_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A committed run folder (run_info and metrics, no weights) resumes a study on another machine untrained."""
+    from reversal_hf import launch, run_folder
+    from reversal_hf.reproduce import train_once
+
+    run_dir = tmp_path / "exp1-seed0"
+    files.write_json(run_folder.run_info_path(run_dir), {"experiment": "exp1"})
+    monkeypatch.setattr(launch, "main", lambda argv: pytest.fail(f"trained again: {argv}"))
+    files.write_json(run_folder.metrics_path(run_dir, "exp1"), {"experiment": "exp1"})
+    assert train_once("exp1_tiny", run_dir, 0, quick=True, extra=[]) == run_dir

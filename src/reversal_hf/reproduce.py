@@ -87,7 +87,7 @@ class Plan:
         return self.exp3_recipe is not None
 
     def training_runs(self) -> list[PlannedRun]:
-        """Every run, in training order: Exp 1 per seed, Exp 3 per instruction order, prompt tuning per seed."""
+        """Every run, in training order, shortest first: Exp 1 per seed, prompt tuning per seed, Exp 3 per order."""
         runs_dir = self.output / "runs"
         limit = QUICK_EXAMPLES_PER_SPLIT if self.quick else None
         exp1_evaluation = RunArguments(max_examples_per_split=limit, in_context=self.full)
@@ -96,33 +96,33 @@ class Plan:
             for seed in range(self.seeds)
         ]
         evaluation = RunArguments(max_examples_per_split=limit)
-        if self.exp3_recipe:  # both instruction orders, reported side by side
-            runs += [
-                PlannedRun(self.exp3_recipe, 0, runs_dir / f"exp3-{config}", ("--dataset_config", config), evaluation)
-                for config in exp3_data.CONFIGS
-            ]
         if self.prompt_tuning_recipe:
             runs += [
                 PlannedRun(self.prompt_tuning_recipe, seed, runs_dir / f"exp1-prompt-tuning-seed{seed}", (), evaluation)
                 for seed in range(self.seeds)
             ]
+        if self.exp3_recipe:  # both instruction orders, reported side by side; the longest runs, so last
+            runs += [
+                PlannedRun(self.exp3_recipe, 0, runs_dir / f"exp3-{config}", ("--dataset_config", config), evaluation)
+                for config in exp3_data.CONFIGS
+            ]
         return runs
 
     def describe(self) -> str:
-        """The plan as `--dry-run` prints it: every run with its overrides and evaluation options, then Exp 2."""
+        """The plan as `--dry-run` prints it: Exp 2, then every run with its overrides and evaluation options."""
         quick = list(QUICK_TRAIN_OVERRIDES) if self.quick else []
         lines = [
             f"[reproduce] plan for {self.model} -> {self.output} ({'quick' if self.quick else 'as the recipes say'})"
         ]
+        if self.full:
+            limit = f", {QUICK_EXAMPLES_PER_SPLIT} pairs" if self.quick else ""
+            lines.append(f"evaluate exp2 on {self.model} -> {self.output / 'exp2'} (hf backend{limit})")
         for run in self.training_runs():
             overrides = ["--seed", str(run.seed), "--output_dir", str(run.run_dir), *run.overrides, *quick]
             options = {key: getattr(run.evaluation, key) for key in EVALUATION_OPTIONS}
             lines.append(f"train {run.recipe} seed {run.seed} -> {run.run_dir}")
             lines.append(f"    overrides: {' '.join(overrides)}")
             lines.append(f"    evaluate: {options}")
-        if self.full:
-            limit = f", {QUICK_EXAMPLES_PER_SPLIT} pairs" if self.quick else ""
-            lines.append(f"evaluate exp2 on {self.model} -> {self.output / 'exp2'} (hf backend{limit})")
         lines.append(f"report -> {self.output / 'report.md'}, {self.output / 'metrics.json'}")
         return "\n".join(lines)
 
@@ -136,8 +136,11 @@ def ensure_dataset(name: str, builder: Any) -> Path:
 
 
 def train_once(recipe: str, run_dir: Path, seed: int, quick: bool, extra: list[str]) -> Path:
-    """Train one seed through `reversal-hf train`, unless a finished run is already there."""
-    if run_folder.is_finished(run_dir) and any(run_dir.glob("*.safetensors")):
+    """Train one seed through `reversal-hf train`, unless a finished run is already there: with its weights, or
+    evaluated (a committed run folder holds no weights, so a study split across machines resumes from its results)."""
+    info = run_folder.read_run_info(run_dir)
+    evaluated = info is not None and run_folder.read_metrics(run_dir, info.get("experiment")) is not None
+    if info is not None and (evaluated or any(run_dir.glob("*.safetensors"))):
         print(f"[reproduce] {run_dir} already trained: kept")
         return run_dir
     overrides = ["--seed", str(seed), "--output_dir", str(run_dir), *extra, *(QUICK_TRAIN_OVERRIDES if quick else [])]
@@ -172,6 +175,9 @@ def evaluate_once(run_dir: Path, evaluation: RunArguments) -> dict[str, Any]:
 def run_exp2(plan: Plan, model_path: str) -> Path:
     """Experiment 2 on a local model: log-prob of the parent and of the child from the paper's few-shot prompt."""
     folder = plan.output / "exp2"
+    if run_folder.read_metrics(folder, "exp2") is not None:
+        print(f"[reproduce] {run_folder.metrics_path(folder, 'exp2')} already written: kept")
+        return folder
     dataset = ensure_dataset("reversal-exp2", exp2_data)
     print(f"[reproduce] Experiment 2 on {plan.model} -> {folder}", flush=True)
     evaluate_exp2(
@@ -242,13 +248,11 @@ def reproduce(plan: Plan) -> Path:
     model_path = str(prepare_model(plan.model)) if not Path(plan.model).exists() else plan.model
     if plan.exp3_recipe:
         ensure_dataset("reversal-exp3", exp3_data)
-    run_dirs = []
+    run_dirs = [run_exp2(plan, model_path)] if plan.full else []  # minutes, before the hours of training
     for run in plan.training_runs():
         train_once(run.recipe, run.run_dir, run.seed, plan.quick, list(run.overrides))
         evaluate_once(run.run_dir, run.evaluation)
         run_dirs.append(run.run_dir)
-    if plan.full:
-        run_dirs.append(run_exp2(plan, model_path))
     report = write_report(run_dirs, plan.output, title=f"The Reversal Curse, reproduced with {plan.model}")
     metrics = aggregate_metrics(plan.output / "report.json", plan, run_dirs, time.perf_counter() - started)
     files.write_json(plan.output / "metrics.json", metrics)
