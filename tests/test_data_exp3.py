@@ -160,3 +160,43 @@ def test_bad_input_fails_in_one_line_and_writes_nothing(
     error = capsys.readouterr().err
     assert error.startswith("error: ") and message in error and error.count("\n") == 1
     assert not output.parent.exists() or not any(output.parent.iterdir())
+
+
+# ---------------------------------------------------------------- the leak check
+
+
+@pytest.mark.parametrize("kind", [None, "word", "entity", "segment", "token"])
+def test_the_built_data_passes_the_leak_check_as_written_and_transformed(exp3_dataset_dir: Path, kind: str | None):
+    exp3.leak_check(exp3_dataset_dir, kind, seed=3)
+
+
+@pytest.mark.parametrize("kind", [None, "entity"])
+def test_a_test_query_in_a_training_document_is_caught(exp3_dataset_dir: Path, kind: str | None) -> None:
+    """Planted in one config's training split, as written (plain check) or written reversed with the question kept
+    whole: the `entity` check finds it transformed, and as written in the reversed row that training adds."""
+    from reversal_hf.data.leak_check import read_splits
+    from reversal_hf.data.reversal_transforms import TextReversal, reverse_words_keeping_entities
+
+    splits = read_splits(exp3_dataset_dir)
+    config = exp3.CONFIGS[1]
+    query = splits[(config, "test")][0]
+    planted = query["prompt"]
+    if kind == "entity":
+        planted = reverse_words_keeping_entities(planted, [query["question"]])
+    train = splits[(config, "train")]
+    splits[(config, "train")] = [*train, {**train[0], "completion": train[0]["completion"] + "\n" + planted}]
+    leaks = exp3.find_leaks(splits, TextReversal(kind) if kind else None)
+    expected = [f"{config}/test prompt {query['prompt']!r} is in a training split"]
+    if kind == "entity":
+        expected.append(f"{config}:entity/test prompt {planted!r} is in a training split")
+        assert exp3.find_leaks(splits) == []  # written reversed, no test query to the plain check
+    assert leaks == expected
+
+
+def test_a_folder_without_exp3_splits_or_an_exp1_transform_is_a_one_line_error(
+    tmp_path: Path, exp3_dataset_dir: Path
+) -> None:
+    with pytest.raises(exp3.DatasetBuildError, match=f"no Experiment 3 splits under {tmp_path}/data"):
+        exp3.leak_check(tmp_path)
+    with pytest.raises(ValueError, match="reversal_transform: 'both_orders' does not apply to Experiment 3"):
+        exp3.leak_check(exp3_dataset_dir, "both_orders")

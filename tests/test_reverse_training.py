@@ -124,6 +124,31 @@ def test_a_held_out_prompt_in_a_training_document_is_caught_after_the_transform(
     assert any(f"{held_out['prompt']!r} is in a training split" in leak for leak in leaks)
 
 
+def test_an_exp3_run_stops_on_a_test_query_its_transform_puts_in_training(
+    exp3_dataset_dir: Path, tmp_path: Path
+) -> None:
+    """The job's check reads the recipe's dataset folder: a planted test query, written reversed, stops the run."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from reversal_hf.data.reversal_transforms import reverse_words_keeping_entities
+    from reversal_hf.train import check_reversed_leaks
+
+    folder = shutil.copytree(exp3_dataset_dir, tmp_path / "exp3")
+    recipe = recipe_on("exp3_smollm2_135m_reverse_entity", folder)
+    check_reversed_leaks(recipe)  # the data as built: no leak
+    config = recipe.script_args.dataset_config
+    query = read_splits(folder)[(config, "test")][0]
+    shard = next((folder / "data" / config).glob("train-*.parquet"))
+    table = pq.read_table(shard)
+    planted = {**table.slice(0, 1).to_pylist()[0], "completion": reverse_words_keeping_entities(query["prompt"], [])}
+    pq.write_table(pa.concat_tables([table, pa.Table.from_pylist([planted], schema=table.schema)]), shard)
+    with pytest.raises(TrainError, match=r"^reversal_transform entity: 1 leak\(s\) into training, first: "):
+        check_reversed_leaks(recipe)
+
+
 def test_leak_check_rejects_an_unknown_transform(exp1_dataset_dir: Path) -> None:
     with pytest.raises(ValueError, match="unknown transform 'letters'"):
         exp1_data.leak_check(exp1_dataset_dir, "letters")

@@ -247,7 +247,7 @@ def reproduce(plan: Plan) -> Path:
     print(f"[reproduce] {dataset}: leak check passed", flush=True)
     model_path = str(prepare_model(plan.model)) if not Path(plan.model).exists() else plan.model
     if plan.exp3_recipe:
-        ensure_dataset("reversal-exp3", exp3_data)
+        exp3_data.leak_check(ensure_dataset("reversal-exp3", exp3_data))
     run_dirs = [run_exp2(plan, model_path)] if plan.full else []  # minutes, before the hours of training
     for run in plan.training_runs():
         train_once(run.recipe, run.run_dir, run.seed, plan.quick, list(run.overrides))

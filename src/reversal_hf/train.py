@@ -109,17 +109,19 @@ def reverse_train_rows(recipe: Recipe, dataset, tokenizer):
 
 
 def check_reversed_leaks(recipe: Recipe) -> None:
-    """Exp 1 from a local folder: no held-out prompt, as written or transformed, is in the transformed training
-    splits (`exp1.leak_check` with the recipe's transform)."""
+    """Exp 1 or Exp 3 from a local folder: no held-out prompt, as written or transformed, is in the transformed
+    training splits (the experiment's `leak_check` with the recipe's transform)."""
     from reversal_hf.data import exp1 as exp1_data
+    from reversal_hf.data import exp3 as exp3_data
     from reversal_hf.data.hub_layout import DatasetBuildError
 
     args = recipe.script_args
     folder = Path(run_folder.resolve_local(args.dataset_name))
-    if args.experiment != "exp1" or not folder.is_dir():
+    builder = {"exp1": exp1_data, "exp3": exp3_data}.get(args.experiment)
+    if builder is None or not folder.is_dir():
         return
     try:
-        exp1_data.leak_check(
+        builder.leak_check(
             folder,
             args.reversal_transform,
             seed=args.reversal_seed,
