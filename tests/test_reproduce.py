@@ -89,6 +89,16 @@ def test_make_reproduce_quick_writes_report_and_metrics_matching_the_committed_r
     same_machine = (here["cpu_capability"], here["torch_threads"]) == (there["cpu_capability"], there["torch_threads"])
     assert_same_numbers(numbers(run_metrics), numbers(committed_run), 0.0 if same_machine else OTHER_MACHINE_RTOL)
 
+    # A rerun resumes: the trained and evaluated seed is kept, and the timeline adds the second invocation's steps.
+    from reversal_hf.reproduce import main
+
+    assert main(["--seeds", "1", "--quick", "--output", str(out)]) == 0
+    steps = [json.loads(line) for line in (out / "timeline.jsonl").read_text().splitlines()]
+    assert [step["step"] for step in steps] == ["exp1-seed0", "exp1-seed0"]
+    assert steps[1]["seconds"] < steps[0]["seconds"]
+    rerun = json.loads((out / "metrics.json").read_text())
+    assert rerun["timeline"]["steps"] == 2 and rerun["exp1_exact_match"] == metrics["exp1_exact_match"]
+
 
 def test_committed_quick_fixture_and_full_results_come_from_one_commit() -> None:
     quick = files.read_json(COMMITTED_QUICK / "metrics.json")["provenance"]

@@ -12,9 +12,11 @@ stopping rule), prompt tuning (Appendix B.8) for every seed where the model has 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -172,6 +174,45 @@ def evaluate_once(run_dir: Path, evaluation: RunArguments) -> dict[str, Any]:
     return metrics
 
 
+TIMELINE = "timeline.jsonl"
+
+
+def timed(output: Path, step: str, action: Callable[[], Any]) -> Any:
+    """Run one step of the job and append how long it took to `timeline.jsonl`, so the time a study took adds up
+    across the sessions (and machines) that ran its parts; a step that found its results kept takes ~0 s."""
+    started = time.perf_counter()
+    result = action()
+    record = {
+        "step": step,
+        "seconds": round(time.perf_counter() - started, 1),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_commit": run_folder.git_commit(),
+        "cpu_capability": machine_info()["cpu_capability"],
+    }
+    output.mkdir(parents=True, exist_ok=True)
+    with (output / TIMELINE).open("a", encoding="utf-8") as timeline:
+        timeline.write(json.dumps(record) + "\n")
+    return result
+
+
+def timeline_summary(output: Path) -> dict[str, Any]:
+    """The job's total time over every invocation that worked on it, and the dates it ran on."""
+    path = output / TIMELINE
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return {
+        "seconds": round(sum(record["seconds"] for record in records), 1),
+        "steps": len(records),
+        "dates": sorted({record["finished"][:10] for record in records}),
+    }
+
+
+def train_and_evaluate(run: PlannedRun, quick: bool) -> Path:
+    """One planned run, trained and evaluated (each kept if already done)."""
+    train_once(run.recipe, run.run_dir, run.seed, quick, list(run.overrides))
+    evaluate_once(run.run_dir, run.evaluation)
+    return run.run_dir
+
+
 def run_exp2(plan: Plan, model_path: str) -> Path:
     """Experiment 2 on a local model: log-prob of the parent and of the child from the paper's few-shot prompt."""
     folder = plan.output / "exp2"
@@ -235,7 +276,8 @@ def aggregate_metrics(report_json: Path, plan: Plan, run_dirs: list[Path], secon
         "exp3": report.get("exp3"),
         "paper": report["paper"],
         "run_dirs": [str(d) for d in run_dirs],
-        "wall_time_s": round(seconds, 1),
+        "wall_time_s": round(seconds, 1),  # this invocation
+        "timeline": timeline_summary(plan.output),  # every invocation: a study resumed across sessions
     }
 
 
@@ -248,11 +290,9 @@ def reproduce(plan: Plan) -> Path:
     model_path = str(prepare_model(plan.model)) if not Path(plan.model).exists() else plan.model
     if plan.exp3_recipe:
         exp3_data.leak_check(ensure_dataset("reversal-exp3", exp3_data))
-    run_dirs = [run_exp2(plan, model_path)] if plan.full else []  # minutes, before the hours of training
+    run_dirs = [timed(plan.output, "exp2", lambda: run_exp2(plan, model_path))] if plan.full else []  # minutes
     for run in plan.training_runs():
-        train_once(run.recipe, run.run_dir, run.seed, plan.quick, list(run.overrides))
-        evaluate_once(run.run_dir, run.evaluation)
-        run_dirs.append(run.run_dir)
+        run_dirs.append(timed(plan.output, run.run_dir.name, lambda run=run: train_and_evaluate(run, plan.quick)))
     report = write_report(run_dirs, plan.output, title=f"The Reversal Curse, reproduced with {plan.model}")
     metrics = aggregate_metrics(plan.output / "report.json", plan, run_dirs, time.perf_counter() - started)
     files.write_json(plan.output / "metrics.json", metrics)
