@@ -78,7 +78,14 @@ Rows = tuple[list[str], list[list[str]]]
 
 
 def table1_rows(table: list[dict[str, Any]]) -> Rows:
-    headers = ["model", "seeds", "direction", "same direction", "reverse direction", "random-name baseline"]
+    headers = [
+        "model",
+        "seeds",
+        "direction",
+        "same direction",
+        "reverse direction",
+        "reverse, scored vs `reverse_test_randomized`",
+    ]
     headers += [f"paper same ({paper_numbers.EXP1_TABLE1_MODEL})", "paper reverse"]
     rows = [
         [
@@ -138,8 +145,8 @@ def exp2_rows(exp2: dict[str, Any]) -> Rows:
     ]
     gpt4 = exp2["paper_gpt4"]
     rows.append(
-        [gpt4["model"], "paper", _percent_value(gpt4["parent_accuracy"]), _percent_value(gpt4["child_accuracy"])]
-        + ["accuracy", NOT_AVAILABLE]
+        [gpt4["model"], "paper", _percent_value(gpt4["parent_share"]), _percent_value(gpt4["child_share"])]
+        + [gpt4["score_kind"], NOT_AVAILABLE]
     )
     return ["model", "source", "parent (%)", "child (%)", "score", "pairs"], rows
 

@@ -90,13 +90,13 @@ def exp2_figure(exp2: dict[str, Any], path: Path) -> Path:
     bars = [(_exp2_label(m, "ours"), m["parent_accuracy"], m["child_accuracy"]) for m in exp2["ours"]]
     bars += [(_exp2_label(m, "paper"), m["parent_score"], m["child_score"]) for m in exp2["paper"]]
     gpt4 = exp2["paper_gpt4"]
-    bars.append((f"{gpt4['model']}\n(paper)", gpt4["parent_accuracy"], gpt4["child_accuracy"]))
+    bars.append((f"{gpt4['model']}\n(paper, dataset build)", gpt4["parent_share"], gpt4["child_share"]))
     figure, (axis,) = _new(max(6, 1.3 * len(bars)), 4.5)
     x = np.arange(len(bars))
     axis.bar(x - 0.2, [b[1] for b in bars], 0.4, color=PARENT_COLOR, label="parent (child → parent query)")
     axis.bar(x + 0.2, [b[2] for b in bars], 0.4, color=CHILD_COLOR, label="child (parent → child query)")
     axis.set_xticks(x, [b[0] for b in bars], fontsize=8)
-    axis.set_ylabel("accuracy (prob. = mean exp(log-prob))")
+    axis.set_ylabel("accuracy (prob. = mean exp(log-prob); gpt-4: share found building the data)")
     axis.set_ylim(0, 1)
     axis.set_title("Figure 5 style: Experiment 2, finding the parent vs the child")
     axis.legend(fontsize=8)

@@ -92,7 +92,8 @@ def _in_context_cells(group: RunGroup, subset: str) -> dict[str, Any]:
 
 
 def exp1_table(groups: list[RunGroup]) -> list[dict[str, Any]]:
-    """Table 1: same direction, reverse direction and random-name baseline accuracy per subset, per group."""
+    """Table 1 per subset, per group: same direction, reverse direction, and the reverse prompts scored against the
+    paper's random completions (`reverse_test_randomized`)."""
     table = []
     for group in groups:
         rows = _per_subset(group, _exp1_cells)
