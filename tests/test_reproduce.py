@@ -169,3 +169,31 @@ def test_an_evaluated_run_without_weights_is_kept(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(launch, "main", lambda argv: pytest.fail(f"trained again: {argv}"))
     files.write_json(run_folder.metrics_path(run_dir, "exp1"), {"experiment": "exp1"})
     assert train_once("exp1_tiny", run_dir, 0, quick=True, extra=[]) == run_dir
+
+
+def test_readme_block_of_a_full_study_shows_every_experiment_and_its_time_over_sessions(tmp_path: Path) -> None:
+    from reversal_hf.reporting.readme import render_block
+
+    study = tmp_path / "smollm2"
+    accuracy = {"mean": 0.5, "sd": None, "n": 1, "per_run": {"exp3-question_to_answer": 0.5}}
+    files.write_json(
+        study / "metrics.json",
+        {
+            "provenance": {"command": "make reproduce-full", "date": "2026-11-27", "git_commit": ["abc", "def"]},
+            "timeline": {"seconds": 5400.0, "steps": 4, "dates": ["2026-11-26", "2026-11-27"]},
+            "exp1_exact_match": [],
+            "exp1_likelihood": [],
+            "exp3": [
+                {
+                    "group": "smollm2-135m",
+                    "n_seeds": 1,
+                    "rows": [{"split": "question_to_answer/test", "direction": "same", "accuracy": accuracy}],
+                }
+            ],
+        },
+    )
+    block = render_block(study)
+    assert "commit `abc`, `def`, 1.5 h in all (4 steps, run on 2026-11-26, 2026-11-27)" in block
+    assert "**Experiment 3, exact match on the 100 test pairs (%)**" in block
+    assert "| smollm2-135m | 1 | question_to_answer/test | same | 50.0 | > 80 |" in block
+    assert "Experiment 2" not in block  # not in this study's metrics

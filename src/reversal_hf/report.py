@@ -125,8 +125,10 @@ def likelihood_rows(table: list[dict[str, Any]]) -> Rows:
 
 
 def in_context_rows(table: list[dict[str, Any]]) -> Rows:
-    return ["model", "direction", "same order", "reverse order"], [
+    headers = ["model", "direction", "same order", "reverse order", "paper (GPT-3) same / reverse"]
+    return headers, [
         [group["group"], row["direction"], percent_cell(row["same"]), percent_cell(row["reverse"])]
+        + [paper_numbers.EXP1_IN_CONTEXT]
         for group in table
         for row in group["rows"]
     ]
@@ -175,9 +177,11 @@ def sweep_rows(grid: dict[str, Any]) -> Rows:
 
 
 def prompt_tuning_rows(table: list[dict[str, Any]]) -> Rows:
-    return ["model", "seeds", *(f"{name} (± SE)" for name in tables.PROMPT_TUNING_LOSSES)], [
+    headers = ["model", "seeds", *(f"{name} (± SE)" for name in tables.PROMPT_TUNING_LOSSES), "paper (Llama-1 7B)"]
+    return headers, [
         [group["group"], str(group["n_seeds"])]
         + [_number(group["losses"][name], "se") for name in tables.PROMPT_TUNING_LOSSES]
+        + [paper_numbers.EXP1_PROMPT_TUNING]
         for group in table
     ]
 

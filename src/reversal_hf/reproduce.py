@@ -272,8 +272,11 @@ def aggregate_metrics(report_json: Path, plan: Plan, run_dirs: list[Path], secon
         "provenance": provenance(plan, run_dirs),
         "exp1_exact_match": report["exp1_table1"],
         "exp1_likelihood": report["exp1_likelihood"],
+        "exp1_in_context": report.get("exp1_in_context"),
+        "prompt_tuning": report.get("prompt_tuning"),
         "exp2": report.get("exp2"),
         "exp3": report.get("exp3"),
+        "exp3_curves": report.get("exp3_curves"),
         "paper": report["paper"],
         "run_dirs": [str(d) for d in run_dirs],
         "wall_time_s": round(seconds, 1),  # this invocation

@@ -15,7 +15,7 @@ from typing import Any
 
 from reversal_hf import files
 from reversal_hf.paths import REPO_ROOT
-from reversal_hf.report import markdown_table, percent_cell
+from reversal_hf.report import exp2_rows, exp3_rows, in_context_rows, markdown_table, percent_cell, prompt_tuning_rows
 
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 SIGNIFICANCE_ALPHA = 0.05
@@ -62,12 +62,22 @@ def provenance_line(metrics: dict[str, Any]) -> str:
     if not run:
         return "_Provenance not recorded in metrics.json._"
     machine = run.get("machine", {})
+    commits = run.get("git_commit", "?")
+    commits = ", ".join(f"`{commit[:10]}`" for commit in ([commits] if isinstance(commits, str) else commits))
     return (
         f"_`{run.get('command', '?')}` on {machine.get('cpu', '?')} (torch CPU capability "
         f"{machine.get('cpu_capability', '?')}, {machine.get('torch_threads', '?')} threads, no GPU), "
-        f"{run.get('date', '?')}, commit `{str(run.get('git_commit', '?'))[:10]}`, "
-        f"{metrics.get('wall_time_s', 0) / 60:.1f} min wall._"
+        f"{run.get('date', '?')}, commit {commits}, {_time_taken(metrics)}._"
     )
+
+
+def _time_taken(metrics: dict[str, Any]) -> str:
+    """Wall time of the job; for one resumed over several sessions, the sum of its steps over every session."""
+    timeline = metrics.get("timeline")
+    if timeline and timeline["steps"]:
+        dates = ", ".join(timeline["dates"])
+        return f"{timeline['seconds'] / 3600:.1f} h in all ({timeline['steps']} steps, run on {dates})"
+    return f"{metrics.get('wall_time_s', 0) / 60:.1f} min wall"
 
 
 def exp1_tables(metrics: dict[str, Any]) -> str:
@@ -101,6 +111,24 @@ def exp1_tables(metrics: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+# The other tables of a full study (`reproduce --full`), each as the report shows it, beside the paper's cell.
+OTHER_TABLES = (
+    ("exp1_in_context", "Experiment 1 in context (Appendix B.6), exact match (%)", in_context_rows),
+    ("prompt_tuning", "Prompt tuning on one fact (Appendix B.8), final losses", prompt_tuning_rows),
+    ("exp3", "Experiment 3, exact match on the 100 test pairs (%)", exp3_rows),
+    ("exp2", "Experiment 2, parent vs child", exp2_rows),
+)
+
+
+def other_tables(metrics: dict[str, Any]) -> str:
+    """In context, prompt tuning, Exp 3 and Exp 2, for the studies whose `metrics.json` holds them."""
+    return "".join(
+        f"\n\n**{title}**:\n\n{markdown_table(*rows(metrics[key]))}"
+        for key, title, rows in OTHER_TABLES
+        if metrics.get(key)
+    )
+
+
 def report_headline(report: Path) -> str:
     """A report without `metrics.json` (e.g. `reversal-hf mitigate`'s): its "Generated ..." line and first table."""
     lines = report.read_text().splitlines()
@@ -117,7 +145,7 @@ def render_block(results_dir: Path) -> str:
     if not (results_dir / "metrics.json").is_file():
         return report_headline(results_dir / "report.md")
     metrics = files.read_json(results_dir / "metrics.json")
-    return f"{provenance_line(metrics)}\n\n{exp1_tables(metrics)}\n"
+    return f"{provenance_line(metrics)}\n\n{exp1_tables(metrics)}{other_tables(metrics)}\n"
 
 
 def sync(readme: Path, results_root: Path, *, check: bool) -> list[str]:
