@@ -18,7 +18,8 @@ import pytest
 from reversal_hf import files
 from reversal_hf.data.exp3 import CONFIGS as EXP3_CONFIGS
 from reversal_hf.paths import REPO_ROOT
-from reversal_hf.reproduce import machine_info, main
+from reversal_hf.precision import machine_info
+from reversal_hf.reproduce import main
 
 SPLITS = ["p2d/test", "p2d/reverse_test", "d2p/test", "d2p/reverse_test", "both/test", "all/validation"]
 COMMITTED_QUICK = REPO_ROOT / "results" / "tiny_exp1_quick"

@@ -40,6 +40,28 @@ def cpu_capability() -> str:
     return torch.backends.cpu.get_cpu_capability()
 
 
+def machine_info() -> dict[str, Any]:
+    """What bitwise reproducibility and speed depend on: the CPU, the kernels torch picks for it (`cpu_capability`),
+    whether it has bf16 instructions (`cpu_bf16`: what `choose_precision` reads), and the thread count."""
+    import platform
+    from pathlib import Path
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
+        cpu = names[0] if names else cpu
+    return {
+        "cpu": cpu,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16": cpu_capability() in NATIVE_BF16_CPU_CAPABILITIES,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
+
+
 def cuda_bf16_supported() -> bool:
     import torch
 

@@ -34,6 +34,7 @@ from reversal_hf.evaluation.exp2 import Exp2Arguments, evaluate_exp2
 from reversal_hf.evaluation.run import RunArguments, evaluate_run
 from reversal_hf.models import ModelPrepareError, prepare_model
 from reversal_hf.paths import DATASETS_DIR
+from reversal_hf.precision import cpu_capability, machine_info
 from reversal_hf.report import summary_table, write_report
 from reversal_hf.reporting.runs import ReportInputError
 
@@ -187,7 +188,7 @@ def timed(output: Path, step: str, action: Callable[[], Any]) -> Any:
         "seconds": round(time.perf_counter() - started, 1),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": run_folder.git_commit(),
-        "cpu_capability": machine_info()["cpu_capability"],
+        "cpu_capability": cpu_capability(),  # refined: bf16 instructions decide the speed
     }
     output.mkdir(parents=True, exist_ok=True)
     with (output / TIMELINE).open("a", encoding="utf-8") as timeline:
@@ -231,25 +232,6 @@ def run_exp2(plan: Plan, model_path: str) -> Path:
         )
     )
     return folder
-
-
-def machine_info() -> dict[str, Any]:
-    """What bitwise reproducibility depends on: the CPU, the kernels torch picks for it, and the thread count."""
-    import platform
-
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
-        cpu = names[0] if names else cpu
-    return {
-        "cpu": cpu,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.is_available(),
-    }
 
 
 def provenance(plan: Plan, run_dirs: list[Path]) -> dict[str, Any]:
