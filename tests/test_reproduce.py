@@ -99,6 +99,13 @@ def test_make_reproduce_quick_writes_report_and_metrics_matching_the_committed_r
     assert steps[1]["seconds"] < steps[0]["seconds"]
     rerun = json.loads((out / "metrics.json").read_text())
     assert rerun["timeline"]["steps"] == 2 and rerun["exp1_exact_match"] == metrics["exp1_exact_match"]
+    assert metrics["pending"] == rerun["pending"] == []
+
+    # A plan with a second seed, stopped before it: the report of what finished, and the seed named as pending.
+    assert main(["--seeds", "2", "--quick", "--output", str(out), "--report-only"]) == 0
+    partial = json.loads((out / "metrics.json").read_text())
+    assert partial["run_dirs"] == [run_dir] and partial["pending"] == [str(out / "runs" / "exp1-seed1")]
+    assert len((out / "timeline.jsonl").read_text().splitlines()) == 2  # nothing ran
 
 
 def test_committed_quick_fixture_and_full_results_come_from_one_commit() -> None:
@@ -182,6 +189,7 @@ def test_readme_block_of_a_full_study_shows_every_experiment_and_its_time_over_s
         {
             "provenance": {"command": "make reproduce-full", "date": "2026-11-27", "git_commit": ["abc", "def"]},
             "timeline": {"seconds": 5400.0, "steps": 4, "dates": ["2026-11-26", "2026-11-27"]},
+            "pending": ["results/smollm2/runs/exp3-answer_to_question"],
             "exp1_exact_match": [],
             "exp1_likelihood": [],
             "exp3": [
@@ -195,6 +203,7 @@ def test_readme_block_of_a_full_study_shows_every_experiment_and_its_time_over_s
     )
     block = render_block(study)
     assert "commit `abc`, `def`, 1.5 h in all (4 steps, run on 2026-11-26, 2026-11-27)" in block
+    assert "**Not finished yet**: `exp3-answer_to_question`._" in block
     assert "**Experiment 3, exact match on the 100 test pairs (%)**" in block
     assert "| smollm2-135m | 1 | question_to_answer/test | same | 50.0 | > 80 |" in block
     assert "Experiment 2" not in block  # not in this study's metrics

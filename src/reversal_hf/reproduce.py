@@ -2,7 +2,9 @@
 
 Builds (or checks) the paper-reference dataset and its leak check, prepares the model, trains the Experiment 1 recipe
 once per seed through the real launcher, evaluates every run on the dataset revision it was trained on, and writes
-`report.md`, the figures, `metrics.json` and a table for the terminal. Finished seeds are kept, so a rerun resumes.
+`report.md`, the figures, `metrics.json` and a table for the terminal. Finished steps are kept, so a rerun resumes,
+and the report is rewritten after every step (`metrics.json` lists what is `pending`); `--report-only` writes it for a
+study stopped part way, without running anything.
 With `--full` it runs the experiments as the paper did: Experiment 1 also evaluated in context (Appendix B.6),
 Experiment 3 on both datasets with learning curves, trained until the realized examples are learned (the recipe's
 stopping rule), prompt tuning (Appendix B.8) for every seed where the model has such a recipe, and Experiment 2
@@ -110,6 +112,10 @@ class Plan:
                 for config in exp3_data.CONFIGS
             ]
         return runs
+
+    def step_dirs(self) -> list[Path]:
+        """Every folder the job fills, in order: Exp 2's evaluation (`--full`), then each training run."""
+        return ([self.output / "exp2"] if self.full else []) + [run.run_dir for run in self.training_runs()]
 
     def describe(self) -> str:
         """The plan as `--dry-run` prints it: Exp 2, then every run with its overrides and evaluation options."""
@@ -261,13 +267,46 @@ def aggregate_metrics(report_json: Path, plan: Plan, run_dirs: list[Path], secon
         "exp3_curves": report.get("exp3_curves"),
         "paper": report["paper"],
         "run_dirs": [str(d) for d in run_dirs],
+        "pending": [str(d) for d in plan.step_dirs() if d not in run_dirs],  # not yet finished: a partial study
         "wall_time_s": round(seconds, 1),  # this invocation
         "timeline": timeline_summary(plan.output),  # every invocation: a study resumed across sessions
     }
 
 
+def finished_steps(plan: Plan) -> list[Path]:
+    """The plan's folders (Exp 2's, then each run's) whose evaluation is written, in plan order."""
+    finished = []
+    for folder in plan.step_dirs():
+        info = run_folder.read_run_info(folder) or {"experiment": "exp2"}
+        if run_folder.read_metrics(folder, info.get("experiment")) is not None:
+            finished.append(folder)
+    return finished
+
+
+def write_summary(plan: Plan, run_dirs: list[Path], seconds: float) -> Path:
+    """The report, figures and `metrics.json` of the steps finished so far (`pending` names the others)."""
+    report = write_report(run_dirs, plan.output, title=f"The Reversal Curse, reproduced with {plan.model}")
+    files.write_json(
+        plan.output / "metrics.json", aggregate_metrics(plan.output / "report.json", plan, run_dirs, seconds)
+    )
+    return report
+
+
+def report_finished(plan: Plan) -> Path:
+    """`--report-only`: the report of what a stopped study has finished, without training or evaluating anything."""
+    run_dirs = finished_steps(plan)
+    if not run_dirs:
+        raise ReproduceError(f"{plan.output}: no finished step of this plan to report")
+    report = write_summary(plan, run_dirs, 0.0)
+    print("\n" + summary_table(run_dirs))
+    pending = len(plan.step_dirs()) - len(run_dirs)
+    print(f"\n[reproduce] wrote {report} from {len(run_dirs)} finished step(s), {pending} pending")
+    return report
+
+
 def reproduce(plan: Plan) -> Path:
-    """Run the whole job; returns the report path."""
+    """Run the whole job, rewriting the report after every step so that a stopped study has one of what finished;
+    returns the report path."""
     started = time.perf_counter()
     dataset = ensure_dataset("reversal-exp1", exp1_data)
     exp1_data.leak_check(dataset)
@@ -275,14 +314,15 @@ def reproduce(plan: Plan) -> Path:
     model_path = str(prepare_model(plan.model)) if not Path(plan.model).exists() else plan.model
     if plan.exp3_recipe:
         exp3_data.leak_check(ensure_dataset("reversal-exp3", exp3_data))
-    run_dirs = [timed(plan.output, "exp2", lambda: run_exp2(plan, model_path))] if plan.full else []  # minutes
-    for run in plan.training_runs():
-        run_dirs.append(timed(plan.output, run.run_dir.name, lambda run=run: train_and_evaluate(run, plan.quick)))
-    report = write_report(run_dirs, plan.output, title=f"The Reversal Curse, reproduced with {plan.model}")
-    metrics = aggregate_metrics(plan.output / "report.json", plan, run_dirs, time.perf_counter() - started)
-    files.write_json(plan.output / "metrics.json", metrics)
+    steps = [("exp2", lambda: run_exp2(plan, model_path))] if plan.full else []  # minutes, before hours of training
+    steps += [(run.run_dir.name, lambda run=run: train_and_evaluate(run, plan.quick)) for run in plan.training_runs()]
+    run_dirs: list[Path] = []
+    for name, step in steps:
+        run_dirs.append(timed(plan.output, name, step))
+        report = write_summary(plan, run_dirs, time.perf_counter() - started)
     print("\n" + summary_table(run_dirs))
-    print(f"\n[reproduce] wrote {report} and {plan.output / 'metrics.json'} in {metrics['wall_time_s']:.0f} s")
+    seconds = time.perf_counter() - started
+    print(f"\n[reproduce] wrote {report} and {plan.output / 'metrics.json'} in {seconds:.0f} s")
     return report
 
 
@@ -302,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="as the paper ran them: also in-context Exp 1, Exp 3 to its stopping rule, prompt tuning, and Exp 2",
     )
     parser.add_argument("--dry-run", action="store_true", help="print every run and evaluation, run nothing")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the report and metrics.json of the steps finished so far (a stopped study), run nothing",
+    )
     parser.add_argument("--model", default="tiny-exp1", help="registered model name or folder (default tiny-exp1)")
     parser.add_argument("--output", type=Path, default=Path("results/reproduce"), help="results folder")
     return parser
@@ -328,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.dry_run:
         return run_command(lambda: print(plan_from_args(args).describe()), JOB_ERRORS, done=None)
-    return run_command(lambda: reproduce(plan_from_args(args)), JOB_ERRORS, done=None)
+    job = report_finished if args.report_only else reproduce
+    return run_command(lambda: job(plan_from_args(args)), JOB_ERRORS, done=None)
 
 
 if __name__ == "__main__":

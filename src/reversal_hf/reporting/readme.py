@@ -64,10 +64,13 @@ def provenance_line(metrics: dict[str, Any]) -> str:
     machine = run.get("machine", {})
     commits = run.get("git_commit", "?")
     commits = ", ".join(f"`{commit[:10]}`" for commit in ([commits] if isinstance(commits, str) else commits))
+    pending = metrics.get("pending") or []
     return (
         f"_`{run.get('command', '?')}` on {machine.get('cpu', '?')} (torch CPU capability "
         f"{machine.get('cpu_capability', '?')}, {machine.get('torch_threads', '?')} threads, no GPU), "
-        f"{run.get('date', '?')}, commit {commits}, {_time_taken(metrics)}._"
+        f"{run.get('date', '?')}, commit {commits}, {_time_taken(metrics)}"
+        + (f". **Not finished yet**: {', '.join(f'`{Path(step).name}`' for step in pending)}" if pending else "")
+        + "._"
     )
 
 
