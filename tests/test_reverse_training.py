@@ -316,10 +316,17 @@ def test_study_report_has_the_table_the_verdicts_and_the_figure(tmp_path: Path) 
         "seeds": 2,
         "quick": False,
         "methods": rows,
+        "machine": {"cpu": "AMD EPYC", "cpu_capability": "AVX512", "torch_threads": 2},
+        "git_commit": ["0123456789abcdef"],
         "wall_time_s": 1.0,
+        "timeline": {"seconds": 3600.0, "steps": 4, "dates": ["2026-11-26", "2026-11-27"]},
     }
     report = mitigate.write_report(data, tmp_path / "out")
     text = report.read_text()
+    assert (
+        "(1 s; AMD EPYC, torch CPU capability AVX512, 2 threads; runs at commit 0123456789; 3600 s of steps over "
+        "2026-11-26, 2026-11-27)" in text
+    )
     assert "| entity | data-matched" in text and "| 85.0 ± 0.0 |" in text and "paper: GPT-3-175B" in text
     assert "`entity` meets the target" in text and "`entity` p2d/test: 30 (templates 39)" in text
     assert (tmp_path / "out" / "mitigations.png").stat().st_size > 0

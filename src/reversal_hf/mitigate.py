@@ -4,7 +4,7 @@ Trains `exp1_tiny` as it is (the baseline), at twice its epochs (compute-matched
 and with each reverse-training transform (data-matched: the baseline's facts and epochs, twice its documents), for
 N seeds; evaluates every run with the Experiment 1 evaluator (forward questions, the paper's protocol, and, for the
 text transforms, reverse-mode questions, reported apart); and writes `report.md`, `report.json` and a figure beside
-the paper's baseline numbers. Runs go through `reproduce.train_once`/`evaluate_once`, so finished runs are kept and
+the paper's baseline numbers. Runs go through `reproduce.train_and_evaluate`, so finished runs are kept and
 a rerun resumes. The target: reverse accuracy on forward questions at least 90% of same-direction accuracy, with no
 loss in same-direction accuracy against the baseline.
 """
@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +26,21 @@ from reversal_hf.data import exp1 as exp1_data
 from reversal_hf.data.cli import run_command
 from reversal_hf.evaluation.run import RunArguments
 from reversal_hf.models import prepare_model
+from reversal_hf.precision import machine_info
 from reversal_hf.report import NOT_AVAILABLE, markdown_table, percent_cell, text_table
 from reversal_hf.reporting import figures
 from reversal_hf.reporting.tables import stat
 from reversal_hf.reproduce import (
     JOB_ERRORS,
     QUICK_EXAMPLES_PER_SPLIT,
+    PlannedRun,
     ReproduceError,
     ensure_dataset,
-    evaluate_once,
+    provenance_commits,
     study_parser,
-    train_once,
+    timed,
+    timeline_summary,
+    train_and_evaluate,
 )
 
 BASE_RECIPE = "exp1_tiny"
@@ -224,6 +229,16 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def study_time(data: dict[str, Any]) -> str:
+    """Where, at which commit(s), and how long the runs took over every session that ran them."""
+    machine, timeline = data["machine"], data["timeline"]
+    commits = ", ".join(commit[:10] for commit in data["git_commit"])
+    return (
+        f"{machine['cpu']}, torch CPU capability {machine['cpu_capability']}, {machine['torch_threads']} threads; "
+        f"runs at commit {commits}; {timeline['seconds']:.0f} s of steps over {', '.join(timeline['dates'])}"
+    )
+
+
 def render_markdown(data: dict[str, Any]) -> str:
     headers, cells = table_rows(data["methods"])
     excluded = sorted(
@@ -236,7 +251,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         "# Reverse training against the Reversal Curse (tiny Experiment 1 model)",
         "",
         f"Generated {data['generated_at']} by reversal-hf {data['generated_by']}: `reversal-hf mitigate --seeds "
-        f"{data['seeds']}{' --quick' if data['quick'] else ''}` ({data['wall_time_s']:.0f} s).",
+        f"{data['seeds']}{' --quick' if data['quick'] else ''}` ({data['wall_time_s']:.0f} s; {study_time(data)}).",
         "",
         "Forward questions are the paper's protocol (held-out templates, exact match). Reverse-mode questions (a "
         "held-out name-first row transformed as in training, cut before the name) are a different test of "
@@ -297,8 +312,8 @@ def study(methods: list[Method], seeds: int, quick: bool, output: Path) -> Path:
         runs = {}
         for seed in range(seeds):
             run_dir = output / "runs" / f"{method.name}-seed{seed}"
-            train_once(method.recipe, run_dir, seed, quick, list(method.overrides))
-            metrics = evaluate_once(run_dir, evaluation)
+            run = PlannedRun(method.recipe, seed, run_dir, method.overrides, evaluation)
+            metrics = timed(output, run_dir.name, partial(train_and_evaluate, run, quick))
             runs[str(run_dir)] = run_numbers(run_dir, metrics)
             excluded = (metrics.get("reverse_mode") or {}).get("excluded", {})
         rows.append({**summarize(method, runs), "excluded": excluded})
@@ -313,7 +328,10 @@ def study(methods: list[Method], seeds: int, quick: bool, output: Path) -> Path:
         "target_ratio": TARGET_RATIO,
         "methods": rows,
         "paper": paper_numbers.reported(),
-        "wall_time_s": round(time.perf_counter() - started, 1),
+        "machine": machine_info(),
+        "git_commit": provenance_commits([Path(d) for row in rows for d in row["run_dirs"]]),
+        "wall_time_s": round(time.perf_counter() - started, 1),  # this invocation
+        "timeline": timeline_summary(output),  # every invocation: a study resumed across sessions
     }
     report = write_report(data, output)
     print("\n" + text_table(*table_rows(rows)))

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -213,11 +214,10 @@ def timeline_summary(output: Path) -> dict[str, Any]:
     }
 
 
-def train_and_evaluate(run: PlannedRun, quick: bool) -> Path:
-    """One planned run, trained and evaluated (each kept if already done)."""
+def train_and_evaluate(run: PlannedRun, quick: bool) -> dict[str, Any]:
+    """One planned run, trained and evaluated (each kept if already done); returns its metrics."""
     train_once(run.recipe, run.run_dir, run.seed, quick, list(run.overrides))
-    evaluate_once(run.run_dir, run.evaluation)
-    return run.run_dir
+    return evaluate_once(run.run_dir, run.evaluation)
 
 
 def run_exp2(plan: Plan, model_path: str) -> Path:
@@ -240,10 +240,15 @@ def run_exp2(plan: Plan, model_path: str) -> Path:
     return folder
 
 
+def provenance_commits(run_dirs: list[Path]) -> list[str]:
+    """The commits the runs were trained at (several when a study was resumed after a change)."""
+    infos = [run_folder.read_run_info(run_dir) for run_dir in run_dirs]
+    return sorted({str(info["git_commit"]) for info in infos if info and info.get("git_commit")})
+
+
 def provenance(plan: Plan, run_dirs: list[Path]) -> dict[str, Any]:
     """The command, machine, date and code of this job, so a reader can rerun it and know what to expect."""
-    infos = [run_folder.read_run_info(run_dir) for run_dir in run_dirs]
-    commits = sorted({str(info["git_commit"]) for info in infos if info and info.get("git_commit")})
+    commits = provenance_commits(run_dirs)
     command = ["make", "reproduce-full" if plan.full else "reproduce", f"SEEDS={plan.seeds}"]
     return {
         "command": " ".join([*command, *(["QUICK=1"] if plan.quick else []), f"OUT={plan.output}"]),
@@ -314,11 +319,12 @@ def reproduce(plan: Plan) -> Path:
     model_path = str(prepare_model(plan.model)) if not Path(plan.model).exists() else plan.model
     if plan.exp3_recipe:
         exp3_data.leak_check(ensure_dataset("reversal-exp3", exp3_data))
-    steps = [("exp2", lambda: run_exp2(plan, model_path))] if plan.full else []  # minutes, before hours of training
-    steps += [(run.run_dir.name, lambda run=run: train_and_evaluate(run, plan.quick)) for run in plan.training_runs()]
+    steps = [(plan.output / "exp2", partial(run_exp2, plan, model_path))] if plan.full else []  # before the hours
+    steps += [(run.run_dir, partial(train_and_evaluate, run, plan.quick)) for run in plan.training_runs()]
     run_dirs: list[Path] = []
-    for name, step in steps:
-        run_dirs.append(timed(plan.output, name, step))
+    for folder, step in steps:
+        timed(plan.output, folder.name, step)
+        run_dirs.append(folder)
         report = write_summary(plan, run_dirs, time.perf_counter() - started)
     print("\n" + summary_table(run_dirs))
     seconds = time.perf_counter() - started
