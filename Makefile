@@ -8,6 +8,7 @@ RHF := $(BIN)/reversal-hf
 RECIPE ?= exp1_tiny
 ARGS ?=
 DRY_RUN ?=
+REPORT_ONLY ?=
 NNODES ?= 1
 SEEDS ?= 3
 QUICK ?=
@@ -82,8 +83,10 @@ reproduce-quick-fixture: build/datasets/reversal-exp1
 	rm -rf results/tiny_exp1_quick
 	OMP_NUM_THREADS=1 $(RHF) reproduce --seeds 1 --quick --output results/tiny_exp1_quick
 
+# The paper's plan on SmolLM2-135M (hours on 2 cores, resumable step by step); REPORT_ONLY=1 writes the report of the
+# steps finished so far without running anything.
 reproduce-full: data
-	$(RHF) reproduce --full --model smollm2-135m --seeds $(SEEDS) --output results/smollm2_135m
+	$(RHF) reproduce --full --model smollm2-135m --seeds $(SEEDS) --output results/smollm2_135m $(if $(REPORT_ONLY),--report-only)
 
 # Reverse training vs the baseline on the tiny model (about an hour for 3 seeds on 2 cores; QUICK=1: one seed, a few
 # steps, into its own folder so that a later full study never keeps a quick run).
