@@ -171,19 +171,18 @@ def test_eval_run_writes_the_contract_for_a_prompt_tuning_run(prompt_tuning_run:
     metrics = json.loads((prompt_tuning_run / "eval" / "exp1_metrics.json").read_text())
     assert metrics["experiment"] == "exp1" and metrics["run_dir"] == str(prompt_tuning_run)
     assert set(metrics["dataset"]) == {"name", "revision", "content_hash"}
-    assert set(metrics["exact_match"]) == CONTRACT_EXACT_MATCH
+    # A soft prompt tuned on one fact is scored on that fact's held-out rows only, without across-facts tests.
+    assert set(metrics["exact_match"]) == {"d2p/test", "d2p/reverse_test", "d2p/reverse_test_randomized"}
     assert all(result["n"] == 2 for result in metrics["exact_match"].values())
-    assert set(metrics["likelihood"]) == CONTRACT_LIKELIHOOD
-    assert all(result["n"] == 2 for result in metrics["likelihood"].values())  # two facts, one prompt each
+    assert "likelihood" not in metrics
     assert set(metrics["in_context"]) == {"p2d/same", "p2d/reverse", "d2p/same", "d2p/reverse"}
     tuning = metrics["prompt_tuning"]
     assert tuning["fact"] == "Uriah Hawthorne" and tuning["subset"] == "d2p" and tuning["fact_source"] == "run_info"
     assert all(tuning[key] > 0 for key in ("same_order_loss", "reverse_loss", "shuffled_reverse_loss"))
 
     table = pd.read_parquet(prompt_tuning_run / "eval" / "exp1_examples.parquet")
-    assert len(table) == 2 * (len(CONTRACT_EXACT_MATCH) + 4)
-    ours = table[table["split"].isin(["p2d/reverse_test", "d2p/reverse_test"])]
-    assert not ours["random_is_correct"].any() and ours["random_logprob"].notna().all()
+    assert len(table) == 2 * (3 + 4)
+    assert set(table.loc[~table["split"].str.startswith("in_context/"), "name"]) == {"Uriah Hawthorne"}
     assert "wrote" in capsys.readouterr().out
 
 

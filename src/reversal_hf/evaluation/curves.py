@@ -58,7 +58,8 @@ class HeldOutSets:
         data = Exp1Data.load(dataset, args.dataset_revision, limit, EXP1_SPLITS)
         if args.training_mode != "prompt_tuning":
             return cls(data.splits)
-        return cls(data.splits, data, prompt_tuning_fact(args.prompt_tuning_fact, data)[0])
+        fact = prompt_tuning_fact(args.prompt_tuning_fact, data)[0]
+        return cls(data.tuned_fact_sets(fact, EXP1_SPLITS, limit), data, fact)
 
     def describe(self) -> dict[str, Any]:
         """The rows behind every point: exact-match rows per split, and the tuned fact with its prompt counts."""
