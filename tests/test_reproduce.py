@@ -98,7 +98,7 @@ def test_make_reproduce_quick_writes_report_and_metrics_matching_the_committed_r
     assert [step["step"] for step in steps] == ["exp1-seed0", "exp1-seed0"]
     assert steps[1]["seconds"] < steps[0]["seconds"]
     rerun = json.loads((out / "metrics.json").read_text())
-    assert rerun["timeline"]["steps"] == 2 and rerun["exp1_exact_match"] == metrics["exp1_exact_match"]
+    assert rerun["timeline"]["steps"] == 1 and rerun["exp1_exact_match"] == metrics["exp1_exact_match"]
     assert metrics["pending"] == rerun["pending"] == []
 
     # A plan with a second seed, stopped before it: the report of what finished, and the seed named as pending.

@@ -209,7 +209,7 @@ def timeline_summary(output: Path) -> dict[str, Any]:
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
     return {
         "seconds": round(sum(record["seconds"] for record in records), 1),
-        "steps": len(records),
+        "steps": len({record["step"] for record in records}),  # distinct: a resumed step is timed again at ~0 s
         "dates": sorted({record["finished"][:10] for record in records}),
     }
 
