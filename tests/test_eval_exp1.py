@@ -95,6 +95,24 @@ def test_batched_generation_and_logprobs_equal_per_example(
     assert all(value < 0 for value in batched_logprobs)
 
 
+@pytest.mark.parametrize("model_kind", ["full", "prompt_tuning"])
+def test_greedy_generation_equals_argmax_of_full_forward_passes(
+    model_kind: str, tiny_model_dir: Path, prompt_tuning_run: Path, exp1_data: exp1.Exp1Data
+) -> None:
+    """The KV cache changes nothing: PEFT prompt tuning once got only the first token right with it (peft#1391)."""
+    model, tokenizer = load_model_and_tokenizer(tiny_model_dir if model_kind == "full" else prompt_tuning_run)
+    prompts = exp1_data.full["p2d/test"]["prompt"].iloc[:3].tolist()
+    expected = []
+    for prompt in prompts:
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            for _ in range(6):
+                logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+                ids = torch.cat([ids, logits[:, -1:].argmax(-1)], dim=1)
+        expected.append(tokenizer.decode(ids[0, -6:], skip_special_tokens=True))
+    assert greedy_generate(model, tokenizer, prompts, max_new_tokens=6, batch_size=2) == expected
+
+
 def test_completion_logprobs_follow_the_chain_rule(tiny_model_dir: Path) -> None:
     """log p(" Daphne Barrington" | prompt) = log p(" Daphne" | prompt) + log p(" Barrington" | prompt + " Daphne")."""
     model, tokenizer = load_model_and_tokenizer(tiny_model_dir)

@@ -18,7 +18,9 @@ def greedy_generate(
 ) -> list[str]:
     """Temperature-0 continuations of `prompts` (text after the prompt), in left-padded batches of similar length.
 
-    Prompt-tuned models are batched by exact prompt length instead (see `batching.is_prompt_learning`). Under
+    Prompt-tuned models are batched by exact prompt length instead (see `batching.is_prompt_learning`), and generate
+    without the KV cache: with it, PEFT prompt tuning gets only the first new token right and then repeats the
+    prompt's start (" the oneDaphDaphDDDD"; huggingface/peft#1391, seen with peft 0.21 and transformers 5). Under
     `no_grad`, not `inference_mode`: a model evaluated during ZeRO-3 training keeps the parameters it gathers, and
     inference tensors could not be trained any more.
     """
@@ -27,7 +29,8 @@ def greedy_generate(
     encoded = [tokenizer(prompt)["input_ids"] for prompt in prompts]
     device = next(model.parameters()).device
     generations = [""] * len(prompts)
-    for batch in index_batches(list(map(len, encoded)), batch_size, description, same_length=is_prompt_learning(model)):
+    prompt_learning = is_prompt_learning(model)
+    for batch in index_batches(list(map(len, encoded)), batch_size, description, same_length=prompt_learning):
         input_ids, attention_mask = pad([encoded[i] for i in batch], tokenizer.pad_token_id, left=True)
         with torch.no_grad():
             output = model.generate(
@@ -36,6 +39,7 @@ def greedy_generate(
                 do_sample=False,
                 max_new_tokens=max_new_tokens,
                 pad_token_id=tokenizer.pad_token_id,
+                use_cache=not prompt_learning,
             )
         texts = tokenizer.batch_decode(output[:, input_ids.shape[1] :], skip_special_tokens=True)
         for i, text in zip(batch, texts, strict=True):
