@@ -27,6 +27,7 @@ from reversal_hf.data.reversal_transforms import (
     reverse_train_dataset,
     reverse_words,
     reverse_words_keeping_entities,
+    token_reverse_mode_question,
     user_entities,
 )
 
@@ -252,6 +253,23 @@ def test_token_rows_reverse_the_tokenized_documents(exp1_train) -> None:
         prompt_length = len(tokenizer(row["prompt"])["input_ids"])
         assert forward["completion_mask"] == [0] * prompt_length + [1] * (len(forward["input_ids"]) - prompt_length)
         assert backward["completion_mask"] == [0] + [1] * (len(backward["input_ids"]) - 1)
+
+
+def test_token_reverse_mode_question_is_the_reversed_document_cut_before_the_name(exp1_train) -> None:
+    from reversal_hf.models import train_tokenizer
+
+    p2d = exp1_train.filter(lambda row: row["direction"] == "p2d").select(range(6))
+    tokenizer = train_tokenizer([row["prompt"] + row["completion"] for row in p2d], vocab_size=300)
+    documents = add_reversed_token_rows(p2d, tokenizer)
+    for n, row in enumerate(p2d):
+        prompt, completion = token_reverse_mode_question(row["prompt"] + row["completion"], row["name"], tokenizer)
+        assert documents[n + len(p2d)]["input_ids"][: len(prompt) + len(completion)] == prompt + completion
+        assert tokenizer.decode(completion[::-1]).strip() == row["name"]
+        assert prompt[0] == tokenizer.bos_token_id and len(prompt) > 1
+    with pytest.raises(ReversalError, match="not in the text"):
+        token_reverse_mode_question(FACT, "Uriah Hawthorne", tokenizer)
+    with pytest.raises(ReversalError, match="no token precedes"):
+        token_reverse_mode_question("a film by Daphne Barrington", NAME, tokenizer)
 
 
 def test_both_orders_writes_each_fact_in_the_order_it_lacks(exp1_train) -> None:

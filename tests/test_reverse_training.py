@@ -15,9 +15,10 @@ from reversal_hf import mitigate
 from reversal_hf.configs import RecipeError, load_recipe
 from reversal_hf.data import exp1 as exp1_data
 from reversal_hf.data.leak_check import LeakError, read_splits
-from reversal_hf.data.reversal_transforms import reverse_words
+from reversal_hf.data.reversal_transforms import reverse_words, token_reverse_mode_question
 from reversal_hf.evaluation import exp1 as exp1_eval
 from reversal_hf.evaluation.data import load_split
+from reversal_hf.evaluation.errors import EvaluationError
 from reversal_hf.model_card import build_model_card
 from reversal_hf.paths import REPO_ROOT
 from reversal_hf.train import TrainError, load_train_dataset
@@ -225,6 +226,41 @@ def test_reverse_mode_questions_are_scored_apart_and_leave_out_what_training_giv
     assert left_out == {39} if kind != "segment" else left_out
     assert sum(excluded["n"] for excluded in metrics["excluded"].values()) < 0.1 * len(data.full["p2d/test"])
     assert not (table["random_completion"] == table["correct_completion"]).any()
+
+
+def test_token_reverse_mode_questions_are_asked_in_token_ids(
+    exp1_dataset_dir: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model that answers every reversed question with the name's reversed tokens scores 100%; the likelihood test
+    runs on the real tiny model; no question stands in a token-reversed training document."""
+    from reversal_hf.evaluation import token_reverse_mode
+    from reversal_hf.evaluation.loading import load_model_and_tokenizer
+    from reversal_hf.evaluation.runner import BatchedRunner
+
+    data = exp1_eval.Exp1Data.load(str(exp1_dataset_dir), None, max_examples_per_split=6)
+    training = load_split(str(exp1_dataset_dir), "all", "train")
+    model, tokenizer = load_model_and_tokenizer(tiny_model_dir)
+    names = {
+        tuple(prompt): completion
+        for key in exp1_eval.REVERSE_MODE_SPLITS
+        for row in data.splits[key].itertuples()
+        for prompt, completion in [token_reverse_mode_question(row.prompt + row.completion, row.name, tokenizer)]
+    }
+
+    def oracle(model, encoded, pad_token_id, max_new_tokens, batch_size, description):
+        return [names[tuple(prompt)] + [pad_token_id] * 3 for prompt in encoded]
+
+    monkeypatch.setattr(token_reverse_mode, "greedy_generate_ids", oracle)
+    metrics, table = token_reverse_mode.evaluate_token_reverse_mode(data, BatchedRunner(model, tokenizer), training)
+    assert metrics["transform"] == "token"
+    for key in exp1_eval.REVERSE_MODE_SPLITS:
+        assert metrics["exact_match"][key] == {"accuracy": 1.0, "n": 6}
+        assert metrics["excluded"][key] == {"n": 0, "templates": []}
+        assert set(metrics["likelihood"][key]) >= {"ttest_pvalue", "ks_pvalue"}
+    assert (table["generation"].str.strip() == table["correct_completion"]).all()
+    assert not (table["random_completion"] == table["correct_completion"]).any()
+    with pytest.raises(EvaluationError, match="need a local model"):
+        token_reverse_mode.evaluate_token_reverse_mode(data, NameRunner({}), training)
 
 
 def test_runs_without_a_text_transform_get_no_reverse_mode() -> None:

@@ -328,6 +328,29 @@ def reverse_token_ids(input_ids: Sequence[int], special_ids: Collection[int]) ->
     return ids[:head] + ids[head:tail][::-1] + ids[tail:]
 
 
+def token_reverse_mode_question(text: str, name: str, tokenizer: Any) -> tuple[list[int], list[int]]:
+    """A reverse-mode question for `token`, in token ids: `text` (a name-first fact) tokenized as training tokenizes
+    it (EOS appended), reversed by `reverse_token_ids` and cut before the name's first token.
+
+    Returns (prompt ids, completion ids), the completion being the name's tokens in reversed order. Ids, not text:
+    decoding reversed ids and encoding the result again would give other ids than the ones the model trained on.
+    """
+    start = text.find(name) if name else -1
+    if start < 0:
+        raise ReversalError(f"name {name!r} is not in the text {text!r}")
+    end = start + len(name)
+    encoding = tokenizer(text + (tokenizer.eos_token or ""), return_offsets_mapping=True)
+    ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
+    special_ids = set(tokenizer.all_special_ids)
+    order = reverse_token_ids(range(len(ids)), {i for i, token in enumerate(ids) if token in special_ids})
+    in_name = [ids[i] not in special_ids and offsets[i][0] < end and offsets[i][1] > start for i in order]
+    first, last = in_name.index(True), len(in_name) - in_name[::-1].index(True)
+    reversed_ids = [ids[i] for i in order]
+    if all(token in special_ids for token in reversed_ids[:first]):
+        raise ReversalError(f"no token precedes {name!r} once reversed: {text!r} (not a name-first text?)")
+    return reversed_ids[:first], reversed_ids[first:last]
+
+
 def _tokenize_batch(batch: dict[str, list], tokenizer: Any, reverse: bool) -> dict:
     """What TRL's `SFTTrainer` makes of prompt-completion rows (EOS appended, `completion_mask` after the prompt's
     common prefix), reversed when asked: a reversed row is trained whole, its special tokens aside."""

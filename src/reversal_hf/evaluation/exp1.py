@@ -133,7 +133,7 @@ def draw_random_completions(frame: pd.DataFrame, pool: pd.DataFrame, seed: int, 
     return drawn
 
 
-def _per_fact_test(frame: pd.DataFrame) -> dict[str, Any]:
+def per_fact_test(frame: pd.DataFrame) -> dict[str, Any]:
     """Average each fact's held-out prompts first (Appendix B.5), then compare correct against random."""
     per_fact = frame.groupby("name", sort=True)[["correct_logprob", "random_logprob"]].mean()
     return likelihood_test(per_fact["correct_logprob"].tolist(), per_fact["random_logprob"].tolist())
@@ -175,7 +175,7 @@ def evaluate_splits(data: Exp1Data, runner: Runner, seed: int = 0) -> tuple[dict
     try:
         for key in (*LIKELIHOOD_SPLITS, PAPER_RANDOM_SPLIT):
             frame = scored[key] = _likelihood_columns(key, scored[key], data, runner, seed)
-            result = _per_fact_test(frame)
+            result = per_fact_test(frame)
             if key == PAPER_RANDOM_SPLIT:
                 result["n_random_is_correct"] = int(frame["random_is_correct"].sum())
             metrics["likelihood"][PAPER_RANDOM_KEY if key == PAPER_RANDOM_SPLIT else key] = result
@@ -289,10 +289,15 @@ REVERSE_MODE_NOTE = (
 )
 
 
+def run_transform(run_info: dict[str, Any] | None) -> str | None:
+    """The `reversal_transform` a run was trained with (its `resolved_config`), if any."""
+    return ((run_info or {}).get("resolved_config") or {}).get("reversal_transform")
+
+
 def run_reversal(run_info: dict[str, Any] | None) -> TextReversal | None:
     """The text transform a run was reverse-trained with (its `resolved_config`); None for any other run."""
     config = (run_info or {}).get("resolved_config") or {}
-    if config.get("reversal_transform") not in TEXT_TRANSFORMS:
+    if run_transform(run_info) not in TEXT_TRANSFORMS:
         return None
     return TextReversal(
         config["reversal_transform"],
@@ -340,7 +345,7 @@ def evaluate_reverse_mode(
         where = f"reverse_mode/{key}"
         random_completions = draw_random_completions(frame, pools[key], seed, where)
         scored[key] = _with_logprobs(frame, frame["completion"].tolist(), random_completions, runner)
-        likelihood[key] = _per_fact_test(scored[key])
+        likelihood[key] = per_fact_test(scored[key])
     table = pd.concat(scored.values(), ignore_index=True)
     metrics = {
         "transform": reversal.kind,
@@ -370,9 +375,17 @@ def evaluate_exp1(args: Exp1Arguments) -> dict[str, Any]:
         )
         table = pd.concat([table, in_context_table], ignore_index=True)
     reversal = run_reversal(run_info)
-    if reversal is not None:
+    if reversal is not None or run_transform(run_info) == "token":
         training = load_split(args.dataset, run_info["dataset"].get("config") or "all", "train", args.revision)
-        metrics["reverse_mode"], reverse_mode_table = evaluate_reverse_mode(data, runner, reversal, training, args.seed)
+        if reversal is None:
+            # Imported here: the token evaluator builds on this module's likelihood helpers.
+            from reversal_hf.evaluation.token_reverse_mode import evaluate_token_reverse_mode
+
+            metrics["reverse_mode"], reverse_mode_table = evaluate_token_reverse_mode(data, runner, training, args.seed)
+        else:
+            metrics["reverse_mode"], reverse_mode_table = evaluate_reverse_mode(
+                data, runner, reversal, training, args.seed
+            )
         table = pd.concat([table, reverse_mode_table], ignore_index=True)
     result = {**run_folder.metrics_header("exp1", args.model, run_info, seed=args.seed, dataset=dataset), **metrics}
     run_folder.write_table(run_folder.examples_path(args.output, "exp1"), table)

@@ -85,21 +85,34 @@ def score_completions(
     description: str = "scoring",
     prefix_cache: bool = True,
 ) -> list[tuple[float, int]]:
-    """(summed log-prob, token count) of each completion given its prompt, one forward pass per batch.
+    """(summed log-prob, token count) of each completion given its prompt: `score_token_completions` of the texts'
+    tokens, the completion starting where its tokens part from the prompt's own."""
+    if len(prompts) != len(completions):
+        raise EvaluationError(f"{len(prompts)} prompts but {len(completions)} completions")
+    encoded = [_completion_ids(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
+    return score_token_completions(model, encoded, tokenizer.pad_token_id, batch_size, description, prefix_cache)
+
+
+def score_token_completions(
+    model: Any,
+    encoded: Sequence[tuple[list[int], int]],
+    pad_token_id: int,
+    batch_size: int = 32,
+    description: str = "scoring",
+    prefix_cache: bool = True,
+) -> list[tuple[float, int]]:
+    """(summed log-prob, token count) of each sequence's tokens from its `start` on, one forward pass per batch.
 
     With `prefix_cache`, a token prefix that all sequences share (such as a few-shot transcript) runs once and
     every batch runs only the rest on its keys and values; sequences are split in tokens, so scores are unchanged.
     """
-    if len(prompts) != len(completions):
-        raise EvaluationError(f"{len(prompts)} prompts but {len(completions)} completions")
-    encoded = [_completion_ids(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
     prefix_length = _shared_prefix_length(model, encoded, prefix_cache)
     prefix = _prefix_cache(model, encoded[0][0][:prefix_length]) if prefix_length else None
     device = next(model.parameters()).device
     scores: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
     for batch in index_batches([len(ids) - prefix_length for ids, _ in encoded], batch_size, description):
         rest = [encoded[i][0][prefix_length:] for i in batch]
-        input_ids, attention_mask = pad(rest, tokenizer.pad_token_id, left=False)
+        input_ids, attention_mask = pad(rest, pad_token_id, left=False)
         logits = _logits(model, input_ids.to(device), attention_mask.to(device), prefix, prefix_length)
         # Prompt tuning prepends virtual tokens: keep the positions of the real ones.
         logits = logits[:, -input_ids.shape[1] :].float()
