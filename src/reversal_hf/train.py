@@ -285,6 +285,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
     checkpoint = last_complete_checkpoint(output_dir)
     if checkpoint is not None:
         logger.info("resuming from %s", checkpoint)
+    commit = run_folder.git_commit()  # the code this job runs, read before the hours a checkout may move during
     started = time.monotonic()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     runtime = time.monotonic() - started
@@ -299,7 +300,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
             "model_name_or_path": model_path,
             "dataset": dataset_info(recipe),
             "seed": training_args.seed,
-            "git_commit": run_folder.git_commit(),
+            "git_commit": commit,
             "resolved_config": resolved_config,
             "train_runtime_s": round(runtime, 3),
             "train_loss": result.training_loss,
