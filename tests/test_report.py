@@ -229,6 +229,10 @@ def test_sweep_grid_and_prompt_tuning(runs: dict[str, list[Path]], written: Path
     se = statistics.stdev(losses) / math.sqrt(len(losses))
     assert pt["losses"]["reverse_loss"]["se"] == pytest.approx(se)
     assert f"{statistics.fmean(losses):.3f} ± {se:.3f}" in markdown
+    # Table 1's GPT-3 cells are finetuning on every fact: a soft prompt tuned on one fact gets none beside it.
+    tuned = next(group for group in data["exp1_table1"] if group["training_mode"] == "prompt_tuning")
+    full = next(group for group in data["exp1_table1"] if group["training_mode"] == "full")
+    assert all(row["paper"] is None for row in tuned["rows"]) and all(row["paper"] for row in full["rows"])
 
 
 def test_learning_curves_per_epoch(runs: dict[str, list[Path]], written: Path) -> None:

@@ -97,8 +97,11 @@ def table1_rows(table: list[dict[str, Any]]) -> Rows:
         ]
         + [
             percent_cell(row["random_baseline"]),
-            _percent_value(row["paper"]["same"]),
-            _percent_value(row["paper"]["reverse"]),
+            *(
+                (_percent_value(row["paper"]["same"]), _percent_value(row["paper"]["reverse"]))
+                if row["paper"]
+                else 2 * [NOT_AVAILABLE]
+            ),
         ]
         for group in table
         for row in group["rows"]

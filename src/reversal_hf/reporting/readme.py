@@ -99,7 +99,8 @@ def exp1_tables(metrics: dict[str, Any]) -> str:
             ]
             rows.append([f"{row['direction']} (`{row['subset']}`)", *cells])
         table = markdown_table(EXACT_MATCH_HEADERS, rows)
-        parts.append(f"**{group['group']}**, {group['n_seeds']} seed(s):\n\n{table}")
+        scope = " (the tuned fact's held-out rows only)" if group.get("training_mode") == "prompt_tuning" else ""
+        parts.append(f"**{group['group']}**, {group['n_seeds']} seed(s){scope}:\n\n{table}")
     for group in metrics["exp1_likelihood"]:
         rows = [
             [
@@ -110,7 +111,7 @@ def exp1_tables(metrics: dict[str, Any]) -> str:
             ]
             for test in group["tests"]
         ]
-        parts.append(markdown_table(LIKELIHOOD_HEADERS, rows))
+        parts.append(f"**{group['group']}**, likelihood tests:\n\n{markdown_table(LIKELIHOOD_HEADERS, rows)}")
     return "\n\n".join(parts)
 
 
