@@ -371,8 +371,8 @@ def test_study_report_has_the_table_the_verdicts_and_the_figure(tmp_path: Path) 
 
 @pytest.mark.slow
 def test_make_mitigate_quick_writes_the_study_report(tmp_path: Path) -> None:
-    """`make mitigate QUICK=1` (one seed, a few steps) on three methods: the baseline, a text transform (reverse-mode
-    questions) and `token` (pre-tokenized rows); all seven take ~20 min on 2 busy cores."""
+    """`make mitigate QUICK=1` (one seed, a few steps) on three methods: the baseline, a text transform and `token`
+    (pre-tokenized rows), both with reverse-mode questions; all seven take ~20 min on 2 busy cores."""
     out = tmp_path / "mitigations"
     methods = ["baseline", "entity", "token"]
     result = subprocess.run(
@@ -387,5 +387,5 @@ def test_make_mitigate_quick_writes_the_study_report(tmp_path: Path) -> None:
     assert [row["method"] for row in data["methods"]] == methods
     for row in data["methods"]:
         assert all(0.0 <= row[column]["mean"] <= 1.0 for column in mitigate.FORWARD)
-        assert (row["reverse_mode/p2d"] is not None) == (row["method"] == "entity")
+        assert (row["reverse_mode/p2d"] is not None) == (row["method"] in ("entity", "token"))
     assert "reverse-mode p2d" in (out / "report.md").read_text() and (out / "mitigations.png").is_file()
