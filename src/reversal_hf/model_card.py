@@ -85,8 +85,9 @@ def build_model_card(run_dir: Path, model_name: str | None = None):
     results = eval_results(run_info, run_folder.read_all_metrics(run_dir))
     base_model = run_info["model_name_or_path"]
     adapter = run_info["training_mode"] != "full"
-    reversal = (run_info.get("resolved_config") or {}).get("reversal_transform")
-    registered = REGISTRY.get((run_info.get("resolved_config") or {}).get("model_name_or_path", ""))
+    recipe = run_folder.resolved_config(run_info)
+    reversal = recipe.get("reversal_transform")
+    registered = REGISTRY.get(recipe.get("model_name_or_path", ""))
     data = ModelCardData(
         model_name=model_name or run_info["recipe"],
         base_model=base_model if _is_hub_id(base_model) else None,

@@ -39,6 +39,11 @@ def read_run_info(run_dir: str | Path) -> dict[str, Any] | None:
     return _read_if_present(run_info_path(run_dir))
 
 
+def resolved_config(run_info: dict[str, Any] | None) -> dict[str, Any]:
+    """The recipe a run was trained with, as its run_info.json records it (empty for a model that is not a run)."""
+    return (run_info or {}).get("resolved_config") or {}
+
+
 def _read_if_present(path: Path) -> dict[str, Any] | None:
     return files.read_json(path) if path.is_file() else None
 

@@ -289,15 +289,10 @@ REVERSE_MODE_NOTE = (
 )
 
 
-def run_transform(run_info: dict[str, Any] | None) -> str | None:
-    """The `reversal_transform` a run was trained with (its `resolved_config`), if any."""
-    return ((run_info or {}).get("resolved_config") or {}).get("reversal_transform")
-
-
 def run_reversal(run_info: dict[str, Any] | None) -> TextReversal | None:
     """The text transform a run was reverse-trained with (its `resolved_config`); None for any other run."""
-    config = (run_info or {}).get("resolved_config") or {}
-    if run_transform(run_info) not in TEXT_TRANSFORMS:
+    config = run_folder.resolved_config(run_info)
+    if config.get("reversal_transform") not in TEXT_TRANSFORMS:
         return None
     return TextReversal(
         config["reversal_transform"],
@@ -364,8 +359,7 @@ def evaluate_exp1(args: Exp1Arguments) -> dict[str, Any]:
     data = Exp1Data.load(args.dataset, args.revision, args.max_examples_per_split)
     runner = make_runner(args, run_info, "exp1")
     if args.prompt_tuning:
-        configured = ((run_info or {}).get("resolved_config") or {}).get("prompt_tuning_fact")
-        fact, source = prompt_tuning_fact(configured, data)
+        fact, source = prompt_tuning_fact(run_folder.resolved_config(run_info).get("prompt_tuning_fact"), data)
         metrics, table = evaluate_tuned_fact(data, runner, fact, source, args.seed, args.max_examples_per_split)
     else:
         metrics, table = evaluate_splits(data, runner, args.seed)
@@ -375,9 +369,10 @@ def evaluate_exp1(args: Exp1Arguments) -> dict[str, Any]:
         )
         table = pd.concat([table, in_context_table], ignore_index=True)
     reversal = run_reversal(run_info)
-    if reversal is not None or run_transform(run_info) == "token":
+    token_reversed = run_folder.resolved_config(run_info).get("reversal_transform") == "token"
+    if reversal is not None or token_reversed:
         training = load_split(args.dataset, run_info["dataset"].get("config") or "all", "train", args.revision)
-        if reversal is None:
+        if token_reversed:
             # Imported here: the token evaluator builds on this module's likelihood helpers.
             from reversal_hf.evaluation.token_reverse_mode import evaluate_token_reverse_mode
 
