@@ -353,7 +353,7 @@ def markdown_table(report: dict[str, Any]) -> str:
 
     def cell(result: dict[str, Any], text: Callable[[dict[str, Any]], str]) -> str:
         if "skipped" in result:
-            return "skipped"
+            return f"skipped ({result['skipped']})"
         return f"error: {result['error']}" if "error" in result else text(result)
 
     def met(name: str) -> str:  # the targets are the GPU's; the tiny CPU mode only proves that the parts run
@@ -414,6 +414,21 @@ def main(argv: list[str] | None = None) -> int:
     device_name = torch.cuda.get_device_name() if on_cuda else "CPU"
     peak = args.peak_tflops * 1e12 if args.peak_tflops else bf16_peak_flops(device_name) if on_cuda else None
     started = time.perf_counter()
+    stem = args.out / f"{device_slug(device_name)}-{datetime.now(UTC):%Y-%m-%d}"
+    if set(args.parts) != set(PARTS):  # a rerun of some parts keeps the first run's report
+        stem = stem.with_name(stem.name + "-" + "+".join(name for name in PARTS if name in args.parts))
+    results: dict[str, dict[str, Any]] = {
+        name: {"skipped": "not reached: the run stopped first" if name in args.parts else "not asked for"}
+        for name in PARTS
+    }
+    report = {
+        "device": device_name,
+        "mode": "tiny" if args.tiny else "full",
+        "versions": versions(),
+        "plan": asdict(plan),
+        "targets": TARGETS,
+        "parts": results,
+    }
     with tempfile.TemporaryDirectory(prefix="gpu_check.") as scratch:
         work = Path(scratch)
         dataset_dir = ensure_dataset(args.dataset, work)
@@ -424,24 +439,14 @@ def main(argv: list[str] | None = None) -> int:
             "launcher": lambda: launcher(plan, model_dir, dataset_dir, work),
             "evaluation": lambda: evaluation(plan, model_dir, dataset_dir),
         }
-        results = {
-            name: run_part(name, part) if name in args.parts else {"skipped": True} for name, part in parts.items()
-        }
-    date = datetime.now(UTC)
-    report = {
-        "device": device_name,
-        "mode": "tiny" if args.tiny else "full",
-        "date": date.isoformat(timespec="seconds"),
-        "versions": versions(),
-        "plan": asdict(plan),
-        "targets": TARGETS,
-        "wall_s": round(time.perf_counter() - started, 1),
-        "parts": results,
-    }
-    subset = "" if set(args.parts) == set(PARTS) else "-" + "+".join(name for name in PARTS if name in args.parts)
-    stem = args.out / f"{device_slug(device_name)}-{date:%Y-%m-%d}{subset}"  # a rerun of some parts keeps the first
-    write_json(stem.with_suffix(".json"), report)
-    write_text(stem.with_suffix(".md"), markdown_table(report))
+        for name in args.parts:
+            results[name] = run_part(name, parts[name])
+            # Written after every part: a GPU lease that ends mid-run still returns the parts that finished.
+            report.update(
+                date=datetime.now(UTC).isoformat(timespec="seconds"), wall_s=round(time.perf_counter() - started, 1)
+            )
+            write_json(stem.with_suffix(".json"), report)
+            write_text(stem.with_suffix(".md"), markdown_table(report))
     print(markdown_table(report))
     print(f"wrote {stem}.json and {stem}.md")
     return 1 if any("error" in result for result in results.values()) else 0
