@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     stem = args.out / f"{device_slug(device_name)}-{datetime.now(UTC):%Y-%m-%d}"
     if set(args.parts) != set(PARTS):  # a rerun of some parts keeps the first run's report
-        stem = stem.with_name(stem.name + "-" + "+".join(name for name in PARTS if name in args.parts))
+        stem = stem.with_name("-".join([stem.name, *(name for name in PARTS if name in args.parts)]))
     results: dict[str, dict[str, Any]] = {
         name: {"skipped": "not reached: the run stopped first" if name in args.parts else "not asked for"}
         for name in PARTS

@@ -132,11 +132,11 @@ def assert_document_isolation(
     if atol is None:
         atol = 1e-4 if next(model.parameters()).dtype == torch.float32 else 5e-2
     was_training = model.training
-    matmul_precision = torch.get_float32_matmul_precision()
+    matmul_precision = torch.backends.cuda.matmul.fp32_precision  # the backend's own API: Trainer sets it on a GPU
     model.eval()
     # The mask is what is checked, so float32 matmuls stay exact and attention takes the math kernel: with the default
     # kernels an H200 put 2e-3 (135M shape) to 1e-2 (1B shape) between a packed row and a lone document (2026-11-26).
-    torch.set_float32_matmul_precision("highest")
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
     try:
         with sdpa_kernel(SDPBackend.MATH):
             batch = {
@@ -153,7 +153,7 @@ def assert_document_isolation(
                     worst = max(worst, (packed[row, start:end] - alone).abs().max().item())
     finally:
         model.train(was_training)
-        torch.set_float32_matmul_precision(matmul_precision)
+        torch.backends.cuda.matmul.fp32_precision = matmul_precision
     if pending:
         raise DocumentIsolationError(f"{len(pending)} of {len(examples)} documents not found intact in the batch")
     if worst > atol:
