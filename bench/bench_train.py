@@ -5,11 +5,13 @@ Every arm trains the same model (fresh from the same weights) with the real `SFT
 
 - `trl_default`: `SFTConfig` defaults (padded batches, activation checkpointing on, `max_length=1024`);
 - `trl_padding_free`: our recipes' speed settings (no activation checkpointing, `max_length=None`; on CUDA fused
-  AdamW and `torch.compile(mode="reduce-overhead")`) with TRL's `padding_free=True`: the whole batch in one row;
+  AdamW and `torch.compile`) with TRL's `padding_free=True`: the whole batch in one row;
 - `ours`: the same settings with `PaddingFreeCollator`: rows of at most 256 tokens.
 
 Both padding-free arms are checked once with `assert_document_isolation` before timing. On CUDA both pad their rows
-to multiples of 64 tokens, so that only a few static shapes are captured as CUDA graphs. Precision is the same in
+to multiples of 64 tokens, so that only a few shapes are compiled. No CUDA graphs (`mode="reduce-overhead"`): TRL
+1.16's fused LM head scores only the label positions (`hidden_states[mask]`, `masked_scatter`), which graph capture
+refuses ("operation not permitted when stream is capturing", H200, 2026-11-26). Precision is the same in
 every arm (bf16 mixed on CUDA or with `--bf16`, else float32), so the ratios measure batching and checkpointing.
 Tokens/s counts the documents' tokens (no padding) over `--steps` timed steps that follow `--warmup-steps` untimed
 ones. The arms run interleaved (ABCABC...) `--repeats` times and the medians are reported, since a shared machine's
@@ -86,7 +88,7 @@ def speed_settings(arm: str, on_cuda: bool) -> dict[str, Any]:
         "max_length": None,  # the documents are one sentence each; TRL's padding-free path requires None
         "optim": "adamw_torch_fused" if on_cuda else "adamw_torch",
         "torch_compile": on_cuda,
-        **({"torch_compile_mode": "reduce-overhead", "pad_to_multiple_of": CUDA_BUCKET} if on_cuda else {}),
+        **({"pad_to_multiple_of": CUDA_BUCKET} if on_cuda else {}),
     }
 
 
