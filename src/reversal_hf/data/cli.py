@@ -36,8 +36,16 @@ def add_input_output_arguments(
     """`--configs`, `--data-dir` (the paper's files) and `--output` (the dataset folder), with these defaults."""
     parser.add_argument("--configs", nargs="+", default=list(configs), help=f"configs to build: {', '.join(configs)}")
     parser.add_argument("--data-dir", type=Path, default=data_dir, help="the paper's files (default: %(default)s)")
-    parser.add_argument("--output", type=Path, default=output, help="dataset folder to write")
+    add_output_arguments(parser, output)
     return parser
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, output: Path) -> None:
+    """`--output`, the dataset folder (replaced as a whole), and `--overwrite` (`hub_layout.check_output_dir`)."""
+    parser.add_argument("--output", type=Path, default=output, help="dataset folder to write (default: %(default)s)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace --output even when it is not empty and not a dataset build"
+    )
 
 
 def run_command(

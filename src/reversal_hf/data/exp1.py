@@ -16,7 +16,7 @@ from typing import Any
 
 import datasets
 
-from reversal_hf.data.cli import check_configs, run_command
+from reversal_hf.data.cli import add_output_arguments, check_configs, run_command
 from reversal_hf.data.exp1_card import make_card
 from reversal_hf.data.exp1_generate import build_generated, read_generation_templates, sample_facts
 from reversal_hf.data.exp1_paper import PAPER_EXP1_DIR, TEMPLATES_DIR, build_from_paper
@@ -29,7 +29,7 @@ from reversal_hf.data.exp1_schema import (
     Splits,
     read_unique,
 )
-from reversal_hf.data.hub_layout import DatasetBuildError, write_hub_dataset
+from reversal_hf.data.hub_layout import DatasetBuildError, check_output_dir, write_hub_dataset
 from reversal_hf.data.leak_check import held_out_prompt_leaks, raise_on_leaks, read_splits
 from reversal_hf.data.paraphrase import DIRECTIONS, OfflineParaphraser, OpenAIParaphraser, Paraphraser
 from reversal_hf.data.reversal_transforms import (
@@ -115,6 +115,7 @@ def _to_configs(splits: Splits, configs: list[str]) -> dict[str, datasets.Datase
 
 def _build(args: argparse.Namespace) -> Path:
     check_configs(args.configs, CONFIGS)
+    check_output_dir(args.output, args.overwrite)  # before any paraphrasing is paid for
     if args.source == "paper":
         splits = build_from_paper(args.paper_dir)
     else:
@@ -127,7 +128,8 @@ def _build(args: argparse.Namespace) -> Path:
         facts = sample_facts(names, read_unique(args.descriptions, "description"), args.facts_per_subset, rng)
         splits = build_generated(facts, templates, _paraphraser(args), rng)
     raise_on_leaks(find_leaks(splits))
-    return write_hub_dataset(args.output, _to_configs(splits, args.configs), make_card(splits, args))
+    configs = _to_configs(splits, args.configs)
+    return write_hub_dataset(args.output, configs, make_card(splits, args), overwrite=args.overwrite)
 
 
 def _paraphraser(args: argparse.Namespace) -> Paraphraser:
@@ -150,7 +152,7 @@ def _positive_int(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="build_exp1", description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", choices=("paper", "generate"), required=True)
-    parser.add_argument("--output", type=Path, default=DATASETS_DIR / "reversal-exp1")
+    add_output_arguments(parser, DATASETS_DIR / "reversal-exp1")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), help="configs to write (default: all)")
     parser.add_argument("--paper-dir", type=Path, default=PAPER_EXP1_DIR, help="the paper's reverse_experiments/")
     generate = parser.add_argument_group("--source generate")

@@ -47,9 +47,13 @@ class Fact:
 def read_lines(path: Path, what: str) -> list[tuple[int, str]]:
     """(line number, text) of the non-blank lines of a text file."""
     try:
-        text = Path(path).read_text()
+        data = Path(path).read_bytes()
+        text = data.decode("utf-8")
     except OSError as err:
         raise DatasetBuildError(f"cannot read {what} file {path}: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DatasetBuildError(f"{path}:{line}: {what} file is not UTF-8 (byte {data[err.start]:#04x})") from None
     lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
     if not lines:
         raise DatasetBuildError(f"{what} file {path} is empty")

@@ -17,7 +17,7 @@ import datasets
 
 from reversal_hf.data.cli import add_input_output_arguments, parse_configs, run_command
 from reversal_hf.data.features import value_features
-from reversal_hf.data.hub_layout import DatasetBuildError, DatasetCard, write_hub_dataset
+from reversal_hf.data.hub_layout import DatasetBuildError, DatasetCard, check_output_dir, write_hub_dataset
 from reversal_hf.data.prompts import (
     CHAT_FEW_SHOT,
     COMPLETION_PREFIX,
@@ -227,10 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _build(args: argparse.Namespace) -> Path:
     if args.source == "paper" and args.num_pairs is not None:
         raise DatasetBuildError("--num-pairs needs --source generate")
+    check_output_dir(args.output, args.overwrite)
     seed = args.seed if args.source == "generate" else None
     configs = build_configs(args.data_dir, parse_configs(args.configs, CONFIGS), args.num_pairs, args.seed)
     card = make_card(args.source, seed, args.num_pairs)
-    return write_hub_dataset(args.output, configs, card, extra_files={"prompts.json": prompts_json()})
+    extra_files = {"prompts.json": prompts_json()}
+    return write_hub_dataset(args.output, configs, card, extra_files=extra_files, overwrite=args.overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:

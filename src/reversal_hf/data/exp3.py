@@ -27,7 +27,7 @@ import datasets
 
 from reversal_hf.data.cli import add_input_output_arguments, parse_configs, run_command
 from reversal_hf.data.features import value_features
-from reversal_hf.data.hub_layout import DatasetBuildError, DatasetCard, write_hub_dataset
+from reversal_hf.data.hub_layout import DatasetBuildError, DatasetCard, check_output_dir, write_hub_dataset
 from reversal_hf.data.leak_check import held_out_prompt_leaks, raise_on_leaks, read_splits
 from reversal_hf.data.reversal_transforms import (
     DEFAULT_MAX_SEGMENT_WORDS,
@@ -419,6 +419,7 @@ def _build(args: argparse.Namespace) -> Path:
     }
     if args.source == "paper" and (given := [flag for flag, value in generate_only.items() if value is not None]):
         raise DatasetBuildError(f"{given[0]} needs --source generate")
+    check_output_dir(args.output, args.overwrite)
     paper_choices = (PAPER_SEED, PAPER_NUM_REALIZED, PAPER_NUM_UNREALIZED, 1)
     sizes = {
         name: default if value is None else value
@@ -432,7 +433,7 @@ def _build(args: argparse.Namespace) -> Path:
             {(name, split): rows.to_list() for name, config in configs.items() for split, rows in config.items()}
         )
     )
-    return write_hub_dataset(args.output, configs, make_card(args.source, **sizes))
+    return write_hub_dataset(args.output, configs, make_card(args.source, **sizes), overwrite=args.overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:

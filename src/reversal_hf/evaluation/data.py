@@ -14,12 +14,10 @@ logger = logging.getLogger(__name__)
 
 
 def load_split(dataset: str, config: str, split: str, revision: str | None = None) -> Any:
-    """One split of a dataset folder or Hub id at `revision`; a missing dataset, config, split or revision is an
-    `EvaluationError` naming it."""
-    from datasets import load_dataset
-
+    """One split of a dataset folder (checked against its build's content hash) or Hub id at `revision`; a missing
+    dataset, config, split or revision, or a changed shard, is an `EvaluationError` naming it."""
     try:
-        return load_dataset(dataset, config, split=split, revision=revision)
+        return run_folder.load_dataset_split(dataset, config, split, revision)
     except Exception as error:  # datasets raises many types (FileNotFound, DatasetNotFound, ValueError, Hub errors)
         where = f"{dataset}" + (f"@{revision}" if revision else "")
         raise EvaluationError(f"dataset {where} {config}/{split}: {first_line(error)}") from error

@@ -8,12 +8,6 @@ from typing import Any
 from reversal_hf import files, run_folder
 from reversal_hf.evaluation.errors import EvaluationError, first_line
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
-
-
-def _has_tokenizer(folder: Path) -> bool:
-    return any((folder / name).is_file() for name in TOKENIZER_FILES)
-
 
 def _adapter_base(folder: Path) -> str:
     """The base model of a PEFT adapter folder: `run_info.json`'s `model_name_or_path`, else adapter_config's."""
@@ -42,9 +36,13 @@ def load_model_and_tokenizer(model_or_run_dir: str | Path, device: str | None = 
     if is_local and not is_adapter and not (folder / "config.json").is_file():
         raise EvaluationError(f"{folder}: no model in this folder (neither config.json nor adapter_config.json)")
     base = _adapter_base(folder) if is_adapter else str(model_or_run_dir)
-    tokenizer_source = str(folder) if not is_adapter or _has_tokenizer(folder) else base
-    if Path(tokenizer_source).is_dir() and not _has_tokenizer(Path(tokenizer_source)):
-        raise EvaluationError(f"{tokenizer_source}: no tokenizer in the model folder (tokenizer.json)")
+    tokenizer_source = str(folder if not is_adapter or run_folder.has_tokenizer(folder) else Path(base))
+    local_folders = {str(path): path for path in (folder, Path(base)) if path.is_dir()}
+    try:  # the folders' files are whole: else transformers loads them silently wrong, or with a traceback
+        for name, path in local_folders.items():
+            run_folder.check_model_files(path, tokenizer=name == tokenizer_source)
+    except run_folder.ModelFilesError as error:
+        raise EvaluationError(str(error)) from error
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
         model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")

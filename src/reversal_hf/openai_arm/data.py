@@ -24,7 +24,7 @@ from typing import Any
 
 from reversal_hf.openai_api import is_completion_model
 from reversal_hf.openai_arm.recipe import OpenAIFinetuneArguments
-from reversal_hf.run_folder import resolve_local
+from reversal_hf.run_folder import load_dataset_split
 
 MIN_EXAMPLES = 10  # the API rejects training files with fewer examples
 MAX_FILE_BYTES = 512 * 1024**2  # the Files API's upload limit
@@ -143,13 +143,8 @@ def training_file(
 
 def load_rows(args: OpenAIFinetuneArguments) -> list[dict[str, Any]]:
     """The training split's `prompt`/`completion` rows (the first `max_train_samples` when set)."""
-    from datasets import load_dataset
-
-    dataset = load_dataset(
-        resolve_local(args.dataset_name),
-        args.dataset_config,
-        split=args.dataset_train_split,
-        revision=args.dataset_revision,
+    dataset = load_dataset_split(
+        args.dataset_name, args.dataset_config, args.dataset_train_split, args.dataset_revision
     )
     if args.max_train_samples is not None:
         dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
