@@ -1,5 +1,5 @@
-"""Experiment 1 evaluation: batched equals per-example, the likelihood test's random draws, the run dispatch on a
-prompt-tuning run of the tiny model, and bad input."""
+"""Experiment 1 evaluation: batched equals per-example, the likelihood test's random completions (every other fact
+under the template), the run dispatch on a prompt-tuning run of the tiny model, and bad input."""
 
 from __future__ import annotations
 
@@ -63,12 +63,15 @@ class OracleRunner:
     def generate(self, prompts: Sequence[str], max_new_tokens: Sequence[int]) -> list[str]:
         return [f"{self.truth[prompt]}, as everyone knows" for prompt in prompts]
 
-    def logprobs(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+    def scores(self, prompts: Sequence[str], completions: Sequence[str]) -> list[tuple[float, int]]:
         right = [self.truth[p].strip() == c.strip() for p, c in zip(prompts, completions, strict=True)]
-        return [(-1.0 if ok else -5.0) - len(c) / 100 for ok, c in zip(right, completions, strict=True)]
+        return [
+            ((-1.0 if ok else -5.0) - len(c) / 100, self.token_count(c))
+            for ok, c in zip(right, completions, strict=True)
+        ]
 
     def losses(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        return [-value for value in self.logprobs(prompts, completions)]
+        return [-total / count for total, count in self.scores(prompts, completions)]
 
     def token_count(self, text: str) -> int:
         return len(text.split())
@@ -130,7 +133,7 @@ def test_oracle_scores_every_split_and_exposes_the_paper_random_names(exp1_data:
         truth.update(zip(frame["prompt"], frame["completion"], strict=True))
     assert set(exp1_data.full["all/validation"]["prompt"]) <= set(truth)
 
-    metrics, table = exp1.evaluate_splits(exp1_data, OracleRunner(truth), seed=0)
+    metrics, table = exp1.evaluate_splits(exp1_data, OracleRunner(truth))
 
     for key in ("p2d/test", "p2d/reverse_test", "d2p/test", "d2p/reverse_test", "both/test", "all/validation"):
         assert metrics["exact_match"][key]["accuracy"] == 1.0, key
@@ -138,35 +141,40 @@ def test_oracle_scores_every_split_and_exposes_the_paper_random_names(exp1_data:
     assert metrics["exact_match"]["p2d/reverse_test_randomized"] == {"accuracy": 13 / 300, "n": 300}
     paper = metrics["likelihood"]["p2d/reverse_test_randomized_paper"]
     assert paper["n_random_is_correct"] == 13
+    assert paper["n_random_per_fact"] == 1
     for key in ("p2d/reverse_test", "d2p/reverse_test"):
         ours = metrics["likelihood"][key]
         assert ours["n"] == 30 and ours["significant"] is True
+        # Each prompt against the 29 other facts: the difference is the oracle's -1 vs -5, less the length term.
+        assert ours["n_random_per_fact"] == 29 and len(ours["differences"]) == len(ours["facts"]) == 30
+        assert ours["facts"] == sorted(ours["facts"])
+        assert ours["mean_difference"] == pytest.approx(ours["mean_correct_logprob"] - ours["mean_random_logprob"])
+        assert ours["difference_ci_low"] < ours["mean_difference"] < ours["difference_ci_high"]
+        assert ours["wilcoxon_pvalue"] < 0.05
+        assert ours["per_token"]["n"] == 30 and ours["per_token"]["mean_difference"] > 0
         rows = table[table["split"] == key]
         assert not rows["random_is_correct"].any()
+        assert (rows["n_random"] == 29).all()
+        assert rows["random_logprob"].tolist() == pytest.approx([sum(r) / len(r) for r in rows["random_logprobs"]])
         # Every random completion is another fact's completion from the same split.
         names_by_completion = exp1_data.full[key].groupby("completion")["name"].agg(set)
-        for name, random in zip(rows["name"], rows["random_completion"], strict=True):
-            assert name not in names_by_completion[random]
+        for name, randoms in zip(rows["name"], rows["random_completions"], strict=True):
+            assert all(name not in names_by_completion[random] for random in randoms)
     assert paper["mean_random_logprob"] > metrics["likelihood"]["p2d/reverse_test"]["mean_random_logprob"]
     for key, result in metrics["exact_match"].items():
         assert table[table["split"] == key]["exact_match"].mean() == pytest.approx(result["accuracy"])
 
 
-def test_random_completions_are_seeded(exp1_data: exp1.Exp1Data) -> None:
-    frame = exp1_data.full["p2d/reverse_test"]
-    first = exp1.draw_random_completions(frame, frame, seed=0, key="p2d/reverse_test")
-    assert first == exp1.draw_random_completions(frame, frame, seed=0, key="p2d/reverse_test")
-    assert first != exp1.draw_random_completions(frame, frame, seed=1, key="p2d/reverse_test")
-
-
-def test_random_descriptions_come_from_the_same_template(exp1_data: exp1.Exp1Data) -> None:
-    """Descriptions were bent to fit each template: the random one must fit the same template as the correct one."""
+def test_random_descriptions_are_every_other_fact_under_the_same_template(exp1_data: exp1.Exp1Data) -> None:
+    """Descriptions were bent to fit each template: the random ones must fit the same template as the correct one,
+    and there is no draw: every other fact's, the same whatever the seed."""
     frame = exp1_data.full["d2p/reverse_test"]
-    drawn = exp1.draw_random_completions(frame, frame, seed=0, key="d2p/reverse_test")
+    others = exp1.other_facts_completions(frame, frame, key="d2p/reverse_test")
     owners = frame.groupby("completion")[["name", "template_id"]].agg(set)
-    for name, template, random in zip(frame["name"], frame["template_id"], drawn, strict=True):
-        assert template in owners.loc[random, "template_id"]
-        assert owners.loc[random, "name"] != {name}
+    for name, template, randoms in zip(frame["name"], frame["template_id"], others, strict=True):
+        assert len(randoms) == frame["name"].nunique() - 1
+        assert all(template in owners.loc[random, "template_id"] for random in randoms)
+        assert all(owners.loc[random, "name"] != {name} for random in randoms)
 
 
 def test_in_context_prompts_state_the_fact_and_ask_both_ways() -> None:

@@ -92,15 +92,38 @@ def test_tag_keeps_old_rows_after_main_changes(hub_server, pushed_v1: Path, tmp_
     assert tagged_dropped_config == _rows("d2p", "v1/test")["prompt"]
 
 
-def test_repush_of_a_version_is_refused_without_force(hub_server, pushed_v1: Path, tmp_path: Path):
+def test_pushing_other_files_to_a_version_is_refused_without_force(hub_server, pushed_v1: Path, tmp_path: Path):
     refs_before = hub_server.refs(REPO_ID)
-    result = _push(hub_server, tmp_path, pushed_v1, "v1.0.0")
+    other = _build(tmp_path / "other" / "reversal-test", "v1-edited", ("p2d", "d2p"))
+    result = _push(hub_server, tmp_path, other, "v1.0.0")
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
-        f"error: tag v1.0.0 already exists on {REPO_ID} (commit {refs_before['tags']['v1.0.0'][:8]}): "
-        "use --force to move it"
-    ]
+    [error] = result.stderr.strip().splitlines()
+    tagged = refs_before["tags"]["v1.0.0"]
+    assert error.startswith(f"error: tag v1.0.0 already exists on {REPO_ID} and is not this folder ({REPO_ID}@")
+    assert tagged[:8] in error and error.endswith("): use --force to move it")
     assert hub_server.refs(REPO_ID) == refs_before, "a refused push must not change the repository"
+
+
+def test_a_push_that_failed_part_way_finishes_on_rerun(hub_server, tmp_path: Path):
+    """`make push-data` pushes one repository after another: after a failure, running it again (no FORCE) leaves the
+    tags that are right as they are, commits nothing to their repositories, and finishes the others."""
+    repos = {name: f"reversal-tester/resume-{name}" for name in ("first", "second")}
+    folders = {name: _build(tmp_path / name / "ds", name, ("p2d",)) for name in repos}
+    home = tmp_path / "home"
+    assert _push(hub_server, home, folders["first"], "v1.0.0", repo_id=repos["first"]).returncode == 0
+    with hub_server.altering("prompts.json"):  # the second push does not land intact: no tag
+        assert _push(hub_server, home, folders["second"], "v1.0.0", repo_id=repos["second"]).returncode == 1
+    first_refs = hub_server.refs(repos["first"])
+    assert hub_server.refs(repos["second"])["tags"] == {}
+
+    for name, repo_id in repos.items():  # the rerun
+        result = _push(hub_server, home, folders[name], "v1.0.0", repo_id=repo_id)
+        assert result.returncode == 0, result.stderr
+        assert "moving tag" not in result.stderr
+    assert hub_server.refs(repos["first"]) == first_refs, "a right tag must not move, nor its branch get a commit"
+    assert (
+        hub_server.files(repos["second"], "v1.0.0")["prompts.json"] == (folders["second"] / "prompts.json").read_bytes()
+    )
 
 
 def test_force_moves_the_tag_and_says_so(hub_server, tmp_path: Path):
@@ -159,9 +182,9 @@ def test_shards_changed_after_the_build_are_refused(tmp_path: Path, capsys):
         shard.write(b"edited")
     capsys.readouterr()  # the build's progress bars
     assert hub.main([str(folder), "--repo-id", REPO_ID, "--revision", "v1.0.0"]) == 1
-    error = capsys.readouterr().err
-    assert error.startswith(f"error: {folder / 'build_info.json'}: content_hash ")
-    assert error.endswith(": rebuild the folder\n") and error.count("\n") == 1
+    assert capsys.readouterr().err.startswith(
+        f"error: {folder}: data/p2d/test-00000-of-00001.parquet is not the file build_info.json hashed (sha256 "
+    )
 
 
 def test_push_without_token_is_a_one_line_error(tmp_path: Path, monkeypatch, capsys):

@@ -23,6 +23,7 @@ from reversal_hf.train import last_complete_checkpoint
 
 RUN_INFO_KEYS = {
     "recipe",
+    "run_id",
     "experiment",
     "training_mode",
     "model_name_or_path",
@@ -54,7 +55,7 @@ def _overrides(dataset: Path, model: Path, output_dir: Path) -> list[str]:
     return [
         *("--dataset_name", str(dataset), "--model_name_or_path", str(model), "--output_dir", str(output_dir)),
         *("--max_train_samples", "48", "--per_device_train_batch_size", "8", "--max_steps", "6"),
-        *("--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "1"),
+        *("--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "5"),
     ]
 
 
@@ -100,7 +101,9 @@ def test_killed_run_resumes_to_the_same_weights(
     uninterrupted_run: Path, exp1_dataset_dir: Path, tiny_model_dir: Path, hub_server, tmp_path: Path
 ):
     """Killed (SIGKILL) right after checkpoint-4, rerun with the same command: the weights equal the uninterrupted
-    run's. The rerun also pushes (`--push_to_hub`) to the test Hub, which checks the model card on the way."""
+    run's, and so does `train_loss`, the whole run's mean (steps 1-4 come from the checkpoint's log history, logged
+    at each save although `logging_steps` is 5). The rerun also pushes (`--push_to_hub`) to the test Hub, which
+    checks the model card on the way; pushing is no change of recipe."""
     output_dir = tmp_path / "killed"
     overrides = _overrides(exp1_dataset_dir, tiny_model_dir, output_dir)
     killed = subprocess.run(
@@ -115,6 +118,9 @@ def test_killed_run_resumes_to_the_same_weights(
     _train([*overrides, *push], env=ENV | hub_server.client_env(str(tmp_path / "home")))
     info = json.loads((output_dir / "run_info.json").read_text())
     assert info["resumed_from"] == "checkpoint-4"
+    uninterrupted_info = json.loads((uninterrupted_run / "run_info.json").read_text())
+    assert info["train_loss"] == pytest.approx(uninterrupted_info["train_loss"], rel=1e-6)
+    assert info["run_id"] != uninterrupted_info["run_id"] and not (output_dir / "run_start.json").exists()
     resumed = load_file(output_dir / "model.safetensors")
     reference = load_file(uninterrupted_run / "model.safetensors")
     assert resumed.keys() == reference.keys()

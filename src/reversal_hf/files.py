@@ -116,12 +116,27 @@ def staged_dir(output_dir: str | Path, *, merge: bool = False) -> Iterator[Path]
                 if target.is_dir() and not target.is_symlink():
                     shutil.rmtree(target)
                 os.replace(path, target)
-        elif output_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
-            output_dir.rename(retired / output_dir.name)
-            staging.rename(output_dir)
-            shutil.rmtree(retired)
+        elif output_dir.exists() or output_dir.is_symlink():
+            _swap(staging, output_dir)
         else:
             staging.rename(output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap(staging: Path, output_dir: Path) -> None:
+    """Put `staging` in place of `output_dir`; if either rename fails, `output_dir` is left as it was and no
+    `.old-*` folder stays behind."""
+    retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
+    try:
+        output_dir.rename(retired / output_dir.name)
+    except BaseException:
+        retired.rmdir()
+        raise
+    try:
+        staging.rename(output_dir)
+    except BaseException:
+        (retired / output_dir.name).rename(output_dir)
+        retired.rmdir()
+        raise
+    shutil.rmtree(retired)

@@ -3,9 +3,10 @@
 The folder is uploaded as it is (`HfApi.upload_folder`), in one commit that also deletes whatever else the repository
 held, so the shards on the Hub are the very bytes `build_info.json`'s content hash covers. Before the version tag is
 created, every remote file's size and hash (LFS SHA-256, or git blob id for small files) is checked against the local
-file. A version tag is a promise about its rows: re-pushing an existing version is refused unless `force`, and a
-forced push says that it moved the tag. The endpoint is `HF_ENDPOINT` (read by `huggingface_hub` at import), the
-token `HF_TOKEN` or the saved login.
+file. A version tag is a promise about its rows: a tag that already holds the folder's files is left as it is (so a
+`make push-data` that failed part way is finished by running it again), one that holds other files is moved only
+with `force`, and a forced push says that it moved the tag. The endpoint is `HF_ENDPOINT` (read by `huggingface_hub`
+at import), the token `HF_TOKEN` or the saved login.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from huggingface_hub.utils import filter_repo_objects, httpx, validate_repo_id
 from huggingface_hub.utils.sha import git_hash
 
 from reversal_hf.data.cli import run_command
-from reversal_hf.data.hub_layout import content_hash
-from reversal_hf.files import FileFormatError, read_json
+from reversal_hf.data.hub_layout import verified_shards
+from reversal_hf.files import FileFormatError
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +52,6 @@ def check_card(folder: Path) -> None:
         for data_file in data_files:
             if not (folder / data_file["path"]).is_file():
                 raise HubPushError(f"{card_path}: data file {data_file['path']} named in `configs:` is missing")
-
-
-def check_content_hash(folder: Path) -> None:
-    """The shards must still be the ones `build_info.json` (and the card) describe: a hand-edited shard is refused."""
-    build_info_path = folder / "build_info.json"
-    recorded = read_json(build_info_path).get("content_hash")
-    actual = content_hash(folder)
-    if recorded != actual:
-        raise HubPushError(
-            f"{build_info_path}: content_hash {recorded} does not match the shards ({actual}): rebuild the folder"
-        )
 
 
 def folder_files(folder: Path) -> dict[str, Path]:
@@ -138,7 +128,7 @@ def push_dataset_folder(
     folder = Path(folder).resolve()
     check_names(repo_id, revision)
     check_card(folder)
-    check_content_hash(folder)
+    verified_shards(folder)  # the shards must still be the ones build_info.json (and the card) describe
     files = folder_files(folder)
     api = HfApi(token=resolve_token(token))
 
@@ -146,10 +136,18 @@ def push_dataset_folder(
     old_target = next(
         (t.target_commit for t in api.list_repo_refs(repo_id, repo_type="dataset").tags if t.name == revision), None
     )
-    if old_target is not None and not force:
-        raise HubPushError(
-            f"tag {revision} already exists on {repo_id} (commit {old_target[:8]}): use --force to move it"
-        )
+    if old_target is not None:
+        try:
+            verify_remote_files(api, repo_id, old_target, files)
+        except HubPushError as difference:
+            if not force:
+                raise HubPushError(
+                    f"tag {revision} already exists on {repo_id} and is not this folder ({difference}): "
+                    "use --force to move it"
+                ) from None
+        else:
+            logger.info("tag %s of %s already holds %s: nothing to push", revision, repo_id, folder)
+            return old_target
 
     commit = api.upload_folder(
         repo_id=repo_id,
@@ -192,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         # OSError includes HfHubHTTPError; `httpx` is the HTTP client huggingface_hub raises from (httpx2 in 2.x)
         (HubPushError, FileFormatError, OSError, httpx.HTTPError),
-        done=lambda commit: f"pushed {args.folder} to {args.repo_id}: tag {args.revision} -> {commit}",
+        done=lambda commit: f"{args.folder} is on {args.repo_id}: tag {args.revision} -> {commit}",
         describe=_one_line,
     )
 

