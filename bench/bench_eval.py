@@ -25,7 +25,7 @@ from reversal_hf import paths
 from reversal_hf.evaluation.exp1 import Exp1Data, evaluate_splits
 from reversal_hf.evaluation.generation import greedy_generate
 from reversal_hf.evaluation.runner import BatchedRunner
-from reversal_hf.evaluation.scoring import completion_logprobs, score_completions
+from reversal_hf.evaluation.scoring import score_completions
 
 
 @dataclass
@@ -41,18 +41,14 @@ class PerExampleRunner:
             for prompt, budget in zip(prompts, max_new_tokens, strict=True)
         ]
 
-    def logprobs(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+    def scores(self, prompts: Sequence[str], completions: Sequence[str]) -> list[tuple[float, int]]:
         return [
-            completion_logprobs(self.model, self.tokenizer, [p], [c], batch_size=1, description="")[0]
+            score_completions(self.model, self.tokenizer, [p], [c], batch_size=1, description="")[0]
             for p, c in zip(prompts, completions, strict=True)
         ]
 
     def losses(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        scores = [
-            score_completions(self.model, self.tokenizer, [p], [c], batch_size=1, description="")[0]
-            for p, c in zip(prompts, completions, strict=True)
-        ]
-        return [-total / count for total, count in scores]
+        return [-total / count for total, count in self.scores(prompts, completions)]
 
     def token_count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -87,9 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batched": BatchedRunner(model, tokenizer, args.batch_size),
     }
     for name, runner in runners.items():
-        (metrics[name], _), timings[name] = _common.timed(
-            functools.partial(evaluate_splits, data, runner, seed=args.seed)
-        )
+        (metrics[name], _), timings[name] = _common.timed(functools.partial(evaluate_splits, data, runner))
     return {
         **_common.run_header(model_path),
         "rows": sum(len(frame) for frame in data.splits.values()),
@@ -108,7 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--max-examples-per-split", type=int, default=None, help="rows per split (default: all)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
     args = _common.add_run_arguments(parser).parse_args(argv)
     result = _common.run_and_report(run, args)
     if result is None:

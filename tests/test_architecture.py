@@ -13,7 +13,7 @@ from reversal_hf.paths import REPO_ROOT
 PACKAGE = REPO_ROOT / "src" / "reversal_hf"
 # Lowest layer first; a module's layer is that of the longest prefix listed.
 LAYERS: list[tuple[str, ...]] = [
-    ("", "paths", "files", "precision", "paper_numbers", "metrics", "collators", "openai_api"),
+    ("", "paths", "files", "precision", "paper_numbers", "metrics", "statistics", "collators", "openai_api"),
     ("data",),
     ("models", "configs", "run_folder", "truncation"),
     ("train", "launch", "sweep", "evaluation", "model_card", "hub", "openai_arm"),

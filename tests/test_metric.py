@@ -16,6 +16,9 @@ from reversal_hf.metrics import REVERSAL_ACCURACY
 
 OUTPUTS = ("mean_correct_logprob", "mean_random_logprob", "ttest_statistic", "ttest_pvalue", "ks_statistic",
            "ks_pvalue", "significant", "n")  # fmt: skip
+# Added for pooling across seeds (issue 18); the outputs above are kept, so older metrics files still read.
+POOLING_OUTPUTS = ("n_random_per_fact", "mean_difference", "difference_ci_low", "difference_ci_high",
+                   "wilcoxon_statistic", "wilcoxon_pvalue", "differences")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,7 @@ def test_likelihood_matches_scipy(likelihood) -> None:
     random = rng.normal(-12.0, 2.0, size=30)
     correct = random + rng.normal(0.8, 1.0, size=30)
     result = likelihood.compute(correct_logprobs=correct.tolist(), random_logprobs=random.tolist())
-    assert set(result) == set(OUTPUTS)
+    assert set(result) == {*OUTPUTS, *POOLING_OUTPUTS}
     ttest, ks = stats.ttest_rel(correct, random), stats.ks_2samp(correct, random)
     assert result["ttest_statistic"] == pytest.approx(ttest.statistic)
     assert result["ttest_pvalue"] == pytest.approx(ttest.pvalue)
@@ -72,6 +75,27 @@ def test_likelihood_matches_scipy(likelihood) -> None:
     assert result["mean_random_logprob"] == pytest.approx(random.mean())
     assert result["n"] == 30
     assert result["significant"] is bool(ttest.pvalue < 0.05 and correct.mean() > random.mean())
+    wilcoxon, interval = stats.wilcoxon(correct, random), ttest.confidence_interval(0.95)
+    assert result["differences"] == pytest.approx((correct - random).tolist())
+    assert result["mean_difference"] == pytest.approx((correct - random).mean())
+    assert (result["difference_ci_low"], result["difference_ci_high"]) == pytest.approx((interval.low, interval.high))
+    assert result["wilcoxon_statistic"] == pytest.approx(wilcoxon.statistic)
+    assert result["wilcoxon_pvalue"] == pytest.approx(wilcoxon.pvalue)
+    assert result["n_random_per_fact"] == 1
+
+
+def test_likelihood_reports_how_many_random_completions_each_value_averages(likelihood) -> None:
+    result = likelihood.compute(
+        correct_logprobs=[-1.0, -2.0, -2.5], random_logprobs=[-3.0, -2.5, -4.0], n_random_per_fact=29
+    )
+    assert result["n_random_per_fact"] == 29
+    with pytest.raises(ValueError, match="n_random_per_fact"):
+        likelihood.compute(correct_logprobs=[-1.0, -2.0], random_logprobs=[-3.0, -2.5], n_random_per_fact=0)
+
+
+def test_identical_inputs_leave_the_tests_undefined_and_not_significant(likelihood) -> None:
+    result = likelihood.compute(correct_logprobs=[-1.0, -2.0, -3.0], random_logprobs=[-1.0, -2.0, -3.0])
+    assert result["ttest_pvalue"] is None and result["wilcoxon_pvalue"] is None and result["significant"] is False
 
 
 def test_significant_needs_higher_correct_mean_and_small_p(likelihood) -> None:
@@ -115,7 +139,8 @@ def test_unknown_configuration_is_an_error() -> None:
 
 
 def test_loads_from_a_fresh_copy_of_the_space_layout(tmp_path: Path) -> None:
-    """A Hub metric Space is this folder; `evaluate.load` of a copy works without the package."""
+    """A Hub metric Space is this folder; `evaluate.load` of a copy works from anywhere (its requirements.txt installs
+    reversal-hf, whose `statistics` module the paired tests share with the reports)."""
     copy = shutil.copytree(REVERSAL_ACCURACY, tmp_path / "reversal_accuracy")
     metric = evaluate.load(str(copy), "likelihood")
     assert metric.compute(correct_logprobs=[-1.0, -2.0, -2.5], random_logprobs=[-3.0, -2.5, -4.0])["n"] == 3
@@ -127,7 +152,7 @@ def test_card_documents_inputs_outputs_and_citation(exact_match, likelihood) -> 
     assert re.search(r"^app_file: app\.py$", front_matter, re.MULTILINE)
     assert re.search(r"^sdk: gradio$", front_matter, re.MULTILINE)
     for name in ("predictions", "references", "case_sensitive", "correct_logprobs", "random_logprobs", "alpha",
-                 "accuracy", *OUTPUTS):  # fmt: skip
+                 "n_random_per_fact", "accuracy", *OUTPUTS, *POOLING_OUTPUTS):  # fmt: skip
         assert f"`{name}`" in card or f"**{name}**" in card, name
     assert "berglund2024reversal" in card and "two-sided" in card
     assert exact_match.citation == likelihood.citation and "berglund2024reversal" in exact_match.citation

@@ -26,7 +26,7 @@ from reversal_hf.openai_arm import jobs
 from reversal_hf.openai_arm.cli import main
 from reversal_hf.openai_arm.data import MIN_EXAMPLES, TrainingDataError, to_example, training_file
 from reversal_hf.openai_arm.recipe import load_runs
-from reversal_hf.openai_arm.scoring import completion_logprobs, greedy_generations
+from reversal_hf.openai_arm.scoring import completion_scores, greedy_generations
 from reversal_hf.paths import REPO_ROOT
 from reversal_hf.report import write_report
 
@@ -379,10 +379,13 @@ def test_scoring_generates_greedily_and_sums_completion_logprobs(server: OpenAIF
     assert greedy_generations(client, cache, "ft:davinci-002:x", [prompt], max_tokens=5) == [" a quiet life."]
     assert greedy_generations(client, cache, "ft:gpt-4o-mini:x", [prompt], max_tokens=5, chat=True) == ["a quiet life."]
     completions = [" a quiet life.", " fame"]
-    scores = completion_logprobs(client, cache, "ft:davinci-002:x", [prompt, prompt], completions)
-    assert scores == pytest.approx([sum(map(token_logprob, [" a", " quiet", " life."])), token_logprob(" fame")])
+    scores = completion_scores(client, cache, "ft:davinci-002:x", [prompt, prompt], completions)
+    assert [count for _, count in scores] == [3, 1]
+    assert [total for total, _ in scores] == pytest.approx(
+        [sum(map(token_logprob, [" a", " quiet", " life."])), token_logprob(" fame")]
+    )
     requests = len(server.requests)
-    assert completion_logprobs(client, cache, "ft:davinci-002:x", [prompt, prompt], completions) == scores
+    assert completion_scores(client, cache, "ft:davinci-002:x", [prompt, prompt], completions) == scores
     assert len(server.requests) == requests  # answered from the cache
 
 

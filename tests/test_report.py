@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from scipy import stats as scipy_stats
 
 from reversal_hf import paper_numbers, report
 from reversal_hf.data import exp2 as exp2_data
 from reversal_hf.paths import PAPER_DATA_DIR
 from reversal_hf.reporting import tables
-from reversal_hf.reporting.runs import ReportInputError
+from reversal_hf.reporting.runs import ReportInputError, load_runs
+from reversal_hf.statistics import FactCounts, accuracy_interval, holm, paired_test, wilson_interval
 
 SEEDS = (0, 1, 2)
 EXP1_SPLITS = [f"{s}/{t}" for s in ("p2d", "d2p") for t in ("test", "reverse_test", "reverse_test_randomized")]
@@ -205,12 +207,37 @@ def test_likelihood_and_in_context(runs: dict[str, list[Path]], written: Path) -
     markdown = (written / "report.md").read_text()
     correct = [_metric(d, "likelihood", "d2p/reverse_test", "mean_correct_logprob") for d in runs["main"]]
     pvalues = ", ".join(f"{_metric(d, 'likelihood', 'd2p/reverse_test', 'ttest_pvalue'):.3g}" for d in runs["main"])
-    assert f"| d2p/reverse_test | {_mean_sd(correct, 1, 3)} |" in markdown
+    assert f"| d2p/reverse_test | {tables.SINGLE_DRAW} | {_mean_sd(correct, 1, 3)} |" in markdown
     assert pvalues in markdown
+    # Metrics from before every-other-fact scoring hold no per-fact differences: no pooled test, labelled as such.
+    test = next(g for g in _json(written)["exp1_likelihood"] if g["recipe"] == "exp1_tiny")["tests"][0]
+    assert test["design"] == tables.SINGLE_DRAW and test["pooled"] == {"summed": None, "per_token": None}
     in_context = _metric(runs["main"][0], "in_context", "p2d/reverse", "accuracy")
     row = next(g for g in _json(written)["exp1_in_context"] if g["recipe"] == "exp1_tiny")["rows"][0]
     assert row["reverse"]["mean"] == pytest.approx(in_context) and row["reverse"]["sd"] == 0
     assert "## Experiment 1: in-context (Appendix B.6)" in markdown
+
+
+def test_in_context_scores_the_base_model_first_and_finetuned_runs_as_extras(
+    runs: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """Appendix B.6 scored the model that was not finetuned: an evaluation-only folder (no run_info.json) is the main
+    row, the finetuned checkpoints follow, labelled as ours."""
+    rng = random.Random(3)
+    in_context = {f"{s}/{o}": {"accuracy": 0.5, "n": 30} for s in ("p2d", "d2p") for o in ("same", "reverse")}
+    base = _write_run(tmp_path / "exp1-base-model", None, {"exp1": _exp1_metrics(rng, 0, in_context=in_context)})
+    data = report.collect(load_runs([*runs["main"], base]))
+    first, second = data["exp1_in_context"]
+    assert (first["role"], first["training_mode"], first["run_dirs"]) == (
+        tables.IN_CONTEXT_MAIN,
+        "not finetuned",
+        [str(base)],
+    )
+    assert first["group"] == "(tiny-exp1, not finetuned)" and first["rows"][0]["same"]["mean"] == 0.5
+    assert second["role"] == tables.IN_CONTEXT_EXTRA and second["recipe"] == "exp1_tiny"
+    # Table 1 shows it as the untrained control, with no paper cell beside it.
+    untrained = next(group for group in data["exp1_table1"] if group["training_mode"] == "not finetuned")
+    assert all(row["paper"] is None for row in untrained["rows"])
 
 
 def test_sweep_grid_and_prompt_tuning(runs: dict[str, list[Path]], written: Path) -> None:
@@ -229,6 +256,15 @@ def test_sweep_grid_and_prompt_tuning(runs: dict[str, list[Path]], written: Path
     se = statistics.stdev(losses) / math.sqrt(len(losses))
     assert pt["losses"]["reverse_loss"]["se"] == pytest.approx(se)
     assert f"{statistics.fmean(losses):.3f} ± {se:.3f}" in markdown
+    # B.8's comparison: each seed's reverse minus shuffled-reverse loss, paired across seeds (scipy on the same pairs).
+    shuffled = [_metric(d, "prompt_tuning", "shuffled_reverse_loss") for d in runs["prompt_tuning"]]
+    expected_test = scipy_stats.ttest_rel(losses, shuffled)
+    test = pt["reverse_vs_shuffled"]
+    assert test["mean_difference"] == pytest.approx(statistics.fmean(losses) - statistics.fmean(shuffled))
+    assert test["ttest_pvalue"] == pytest.approx(expected_test.pvalue)
+    assert test["ttest_pvalue_holm"] == pytest.approx(expected_test.pvalue)  # a family of one group
+    assert test["wilcoxon_pvalue"] == pytest.approx(scipy_stats.wilcoxon(losses, shuffled).pvalue)
+    assert "reverse − shuffled [95% CI]" in markdown and "family for Holm's correction: the 1 prompt-tuning" in markdown
     # Table 1's GPT-3 cells are finetuning on every fact: a soft prompt tuned on one fact gets none beside it.
     tuned = next(group for group in data["exp1_table1"] if group["training_mode"] == "prompt_tuning")
     full = next(group for group in data["exp1_table1"] if group["training_mode"] == "full")
@@ -280,8 +316,11 @@ def test_exp2_beside_paper_and_exp3(written: Path) -> None:
     markdown = (written / "report.md").read_text()
     assert "| tiny-exp1 | ours (hf) | 40.0 | 10.0 | mean probability | 1513 |" in markdown
     assert "| gpt-4 | paper | 79.0 | 33.0 | share found while the dataset was built (not an accuracy" in markdown
-    assert "| question_to_answer/test | same | 85.0 | > 80 |" in markdown
-    assert "| answer_to_question/test | reverse | 3.0 | < 7 |" in markdown
+    # One run without per-example rows: Wilson from its accuracy and n.
+    low, high = wilson_interval(85, 100)
+    assert f"| question_to_answer/test | same | 85.0 [{100 * low:.1f}, {100 * high:.1f}] | > 80 |" in markdown
+    low, high = wilson_interval(3, 100)
+    assert f"| answer_to_question/test | reverse | 3.0 [{100 * low:.1f}, {100 * high:.1f}] | < 7 |" in markdown
 
 
 def test_paper_exp2_scores_are_read_from_the_paper_results_config(tmp_path: Path) -> None:
@@ -328,7 +367,7 @@ def test_summary_table(runs: dict[str, list[Path]]) -> None:
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [
-        (lambda d: (d / "run_info.json").unlink(), "no run_info.json"),
+        (lambda d: (d / "run_info.json").rename(d / "config.json"), "no run_info.json (an unfinished training run)"),
         (lambda d: (d / "eval" / "exp1_metrics.json").unlink(), "no eval/<experiment>_metrics.json"),
         (lambda d: (d / "eval" / "exp1_metrics.json").write_text("{not json"), "not valid JSON"),
         (
@@ -393,3 +432,106 @@ def test_exp3_both_orders_side_by_side_and_in_one_sweep_grid(tmp_path: Path) -> 
     )
     directions = {row["direction"] for group in tables.exp3_table(groups) for row in group["rows"]}
     assert directions == {"same", "reverse"}
+
+
+# ---------------------------------------------------------------- intervals and pooled likelihood tests (issue 18)
+
+FACTS = [f"Fact {i:02d}" for i in range(30)]
+
+
+def _examples(folder: Path, rng: random.Random, rate: dict[str, float]) -> None:
+    """eval/exp1_examples.parquet: 10 rows per fact and split, right with each split's `rate`; the metrics' exact
+    match made to agree with them."""
+    import pandas as pd
+
+    rows = pd.DataFrame(
+        [
+            {"split": split, "name": fact, "exact_match": rng.random() < p}
+            for split, p in rate.items()
+            for fact in FACTS
+            for _ in range(10)
+        ]
+    )
+    rows.to_parquet(folder / "eval" / "exp1_examples.parquet")
+    path = folder / "eval" / "exp1_metrics.json"
+    metrics = json.loads(path.read_text())
+    for split, group in rows.groupby("split"):
+        metrics["exact_match"][split] = {"accuracy": float(group["exact_match"].mean()), "n": len(group)}
+    path.write_text(json.dumps(metrics))
+
+
+def _pooled_metrics(rng: random.Random, seed: int, shift: float) -> dict:
+    """Metrics of the every-other-fact design: per-fact differences (facts in sorted order), per-token ones too."""
+    metrics = _exp1_metrics(rng, seed)
+    for split in LIKELIHOOD_SPLITS:
+        differences = [shift + rng.gauss(0, 1) for _ in FACTS]
+        per_token = [d / 10 for d in differences]
+        metrics["likelihood"][split] |= {
+            "n_random_per_fact": 29,
+            "facts": FACTS,
+            "differences": differences,
+            "mean_difference": statistics.fmean(differences),
+            "per_token": {"differences": per_token, "mean_difference": statistics.fmean(per_token)},
+        }
+    return metrics
+
+
+@pytest.fixture(scope="module")
+def pooled_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("pooled")
+    rng = random.Random(11)
+    folders = []
+    for seed in SEEDS:
+        folder = _write_run(root / f"s{seed}", _info("exp1_pooled", seed), {"exp1": _pooled_metrics(rng, seed, 0.3)})
+        _examples(folder, rng, {split: 0.5 if "reverse" not in split else 0.0 for split in EXP1_SPLITS})
+        folders.append(folder)
+    single = _write_run(root / "single", _info("exp1_single", 0), {"exp1": _pooled_metrics(rng, 0, 0.0)})
+    _examples(single, rng, {split: 0.4 for split in EXP1_SPLITS})
+    return [*folders, single]
+
+
+def test_accuracy_cells_carry_intervals_from_the_per_example_rows(pooled_runs: list[Path], tmp_path: Path) -> None:
+    """Three seeds: the bootstrap over facts of their stacked rows; one run: Wilson; all wrong: Wilson on the pool."""
+    import pandas as pd
+
+    report.write_report(pooled_runs, tmp_path)
+    data = _json(tmp_path)
+    groups = {g["recipe"]: g for g in data["exp1_table1"]}
+    same = groups["exp1_pooled"]["rows"][0]["same"]
+    frames = [pd.read_parquet(d / "eval" / "exp1_examples.parquet") for d in pooled_runs[:3]]
+    rows = pd.concat([f[f["split"] == "p2d/test"] for f in frames])
+    expected = accuracy_interval(FactCounts.from_rows(rows["name"], rows["exact_match"]), n_runs=3)
+    assert same["ci"] == expected and expected["method"].startswith("bootstrap")
+    assert same["ci"]["low"] < same["mean"] < same["ci"]["high"]
+    reverse = groups["exp1_pooled"]["rows"][0]["reverse"]
+    assert reverse["ci"] == {"low": 0.0, "high": pytest.approx(wilson_interval(0, 900)[1]), "method": "wilson"}
+    single = groups["exp1_single"]["rows"][0]["same"]
+    frame = pd.read_parquet(pooled_runs[3] / "eval" / "exp1_examples.parquet")
+    correct = int(frame[frame["split"] == "p2d/test"]["exact_match"].sum())
+    assert (single["ci"]["low"], single["ci"]["high"]) == pytest.approx(wilson_interval(correct, 300))
+    cell = report.percent_cell(same)
+    assert f"[{100 * expected['low']:.1f}, {100 * expected['high']:.1f}]" in cell
+    assert cell in (tmp_path / "report.md").read_text()
+
+
+def test_likelihood_is_pooled_over_facts_and_seeds_and_holm_corrected(pooled_runs: list[Path], tmp_path: Path) -> None:
+    report.write_report(pooled_runs, tmp_path)
+    table = _json(tmp_path)["exp1_likelihood"]
+    pooled = next(g for g in table if g["recipe"] == "exp1_pooled")
+    test = next(t for t in pooled["tests"] if t["split"] == "d2p/reverse_test")
+    per_seed = [_metric(d, "likelihood", "d2p/reverse_test", "differences") for d in pooled_runs[:3]]
+    averaged = [statistics.fmean(values) for values in zip(*per_seed, strict=True)]
+    expected = paired_test(averaged)
+    for key in ("mean_difference", "ci_low", "ci_high", "ttest_pvalue", "wilcoxon_pvalue", "n"):
+        assert test["pooled"]["summed"][key] == pytest.approx(expected[key]), key
+    assert test["pooled"]["summed"]["n_seeds"] == 3
+    assert test["pooled"]["per_token"]["mean_difference"] == pytest.approx(expected["mean_difference"] / 10)
+    assert test["design"] == "every other fact's under the template (≥ 29 per prompt)"
+    # The family: every pooled test of the table (2 groups × 2 splits), Holm-adjusted per test kind and measure.
+    family = [t["pooled"]["summed"] for g in table for t in g["tests"]]
+    assert len(family) == 4
+    adjusted = holm([t["ttest_pvalue"] for t in family])
+    assert [t["ttest_pvalue_holm"] for t in family] == pytest.approx(adjusted)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "Family for Holm's correction: the 4 pooled test(s) of this table" in markdown
+    assert report.difference_cell(test["pooled"]["summed"]) in markdown

@@ -190,11 +190,11 @@ class NameRunner:
     def generate(self, prompts: Sequence[str], max_new_tokens: Sequence[int]) -> list[str]:
         return [self.truth.get(prompt, " nobody") for prompt in prompts]
 
-    def logprobs(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        return [-1.0 if self.truth.get(p) == c else -5.0 for p, c in zip(prompts, completions, strict=True)]
+    def scores(self, prompts: Sequence[str], completions: Sequence[str]) -> list[tuple[float, int]]:
+        return [(-1.0 if self.truth.get(p) == c else -5.0, 1) for p, c in zip(prompts, completions, strict=True)]
 
     def losses(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        return [-value for value in self.logprobs(prompts, completions)]
+        return [-total / count for total, count in self.scores(prompts, completions)]
 
     def token_count(self, text: str) -> int:
         return len(text.split())
@@ -225,7 +225,7 @@ def test_reverse_mode_questions_are_scored_apart_and_leave_out_what_training_giv
     left_out = {template for excluded in metrics["excluded"].values() for template in excluded["templates"]}
     assert left_out == {39} if kind != "segment" else left_out
     assert sum(excluded["n"] for excluded in metrics["excluded"].values()) < 0.1 * len(data.full["p2d/test"])
-    assert not (table["random_completion"] == table["correct_completion"]).any()
+    assert not table["random_is_correct"].any()
 
 
 def test_token_reverse_mode_questions_are_asked_in_token_ids(
@@ -258,7 +258,7 @@ def test_token_reverse_mode_questions_are_asked_in_token_ids(
         assert metrics["excluded"][key] == {"n": 0, "templates": []}
         assert set(metrics["likelihood"][key]) >= {"ttest_pvalue", "ks_pvalue"}
     assert (table["generation"].str.strip() == table["correct_completion"]).all()
-    assert not (table["random_completion"] == table["correct_completion"]).any()
+    assert not table["random_is_correct"].any()
     with pytest.raises(EvaluationError, match="need a local model"):
         token_reverse_mode.evaluate_token_reverse_mode(data, NameRunner({}), training)
 
@@ -326,7 +326,8 @@ def test_study_methods_match_data_and_compute() -> None:
 
 def test_study_report_has_the_table_the_verdicts_and_the_figure(tmp_path: Path) -> None:
     rows = []
-    for name, same, reverse, reverse_mode in (("baseline", 0.9, 0.0, None), ("entity", 0.9, 0.85, 0.7)):
+    methods = (("baseline", 0.9, 0.0, None), ("entity", 0.9, 0.85, 0.7), ("both_orders", 0.9, 0.9, None))
+    for name, same, reverse, reverse_mode in methods:
         method = next(m for m in mitigate.study_methods() if m.name == name)
         runs = {}
         for seed in range(2):
@@ -339,13 +340,16 @@ def test_study_report_has_the_table_the_verdicts_and_the_figure(tmp_path: Path) 
             {**mitigate.summarize(method, runs), "excluded": (metrics.get("reverse_mode") or {}).get("excluded", {})}
         )
     for row in rows:
-        row["target"] = mitigate.target_check(row, rows[0])
+        row["target"] = mitigate.target_check(row, rows[0], rows[2])
+    # Judged against the oracle's reverse accuracy (no per-example tables here: the point ratio, no interval).
+    ratio = {"ratio": pytest.approx(0.85 / 0.9), "low": None, "high": None}
     assert rows[1]["target"] == {
-        "ratio": {"p2d": pytest.approx(0.85 / 0.9), "d2p": pytest.approx(0.85 / 0.9)},
+        "oracle_ratio": {"p2d": ratio, "d2p": ratio},
         "same_direction_kept": {"p2d": True, "d2p": True},
         "met": True,
     }
     assert not rows[0]["target"]["met"]
+    assert "the tiny model trained from scratch (8 epochs, lr 0.003, batch 64)" in rows[0]["matching"]
     data = {
         "generated_by": "test",
         "generated_at": "now",
@@ -365,6 +369,7 @@ def test_study_report_has_the_table_the_verdicts_and_the_figure(tmp_path: Path) 
     )
     assert "| entity | data-matched" in text and "| 85.0 ± 0.0 |" in text and "paper: GPT-3-175B" in text
     assert "`entity` meets the target" in text and "`entity` p2d/test: 30 (templates 39)" in text
+    assert "`both_orders` meets" not in text and "does not meet" not in text  # the oracle is not judged
     assert (tmp_path / "out" / "mitigations.png").stat().st_size > 0
     assert json.loads((tmp_path / "out" / "report.json").read_text())["methods"][1]["p2d/reverse"]["mean"] == 0.85
 

@@ -5,8 +5,13 @@ and with each reverse-training transform (data-matched: the baseline's facts and
 N seeds; evaluates every run with the Experiment 1 evaluator (forward questions, the paper's protocol, and, for the
 text transforms, reverse-mode questions, reported apart); and writes `report.md`, `report.json` and a figure beside
 the paper's baseline numbers. Runs go through `reproduce.train_and_evaluate`, so finished runs are kept and
-a rerun resumes. The target: reverse accuracy on forward questions at least 90% of same-direction accuracy, with no
-loss in same-direction accuracy against the baseline.
+a rerun resumes (a rerun over committed, evaluated runs rewrites the report without training).
+
+The target is judged against what is reachable: the `both_orders` oracle, trained on every fact in both orders,
+answers only about a quarter of DescriptionToName questions reversed, so "reverse as often as same-direction" cannot
+be met there by any method. A method meets the target when its reverse accuracy is at least 90% of the oracle's in
+both directions (p2d and d2p), with same-direction accuracy not below the low end of the baseline's 95% interval.
+Every accuracy carries a 95% interval and every ratio a bootstrap interval over facts (`reversal_hf.statistics`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from reversal_hf.models import prepare_model
 from reversal_hf.precision import machine_info
 from reversal_hf.report import NOT_AVAILABLE, markdown_table, percent_cell, text_table
 from reversal_hf.reporting import figures
-from reversal_hf.reporting.tables import stat
+from reversal_hf.reporting.tables import SINGLE_DRAW, design, fact_counts, stat
 from reversal_hf.reproduce import (
     JOB_ERRORS,
     QUICK_EXAMPLES_PER_SPLIT,
@@ -42,10 +47,13 @@ from reversal_hf.reproduce import (
     timeline_summary,
     train_and_evaluate,
 )
+from reversal_hf.statistics import accuracy_interval, ratio_interval
 
 BASE_RECIPE = "exp1_tiny"
 MODEL = "tiny-exp1"
 TARGET_RATIO = 0.9
+ORACLE = "both_orders"
+SUBSETS = ("p2d", "d2p")
 # Table columns and the metrics split each one reads: forward questions (exact_match), then reverse-mode ones.
 FORWARD = {
     "p2d/same": "p2d/test",
@@ -73,14 +81,19 @@ class Method:
 
 def study_methods() -> list[Method]:
     """The baseline, its compute-matched twin, each reverse-training transform, and the both-orders oracle."""
-    epochs = read_recipe(BASE_RECIPE)["num_train_epochs"]
+    recipe = read_recipe(BASE_RECIPE)
+    epochs = recipe["num_train_epochs"]
     data_matched = "data-matched (baseline facts and epochs)"
+    baseline = (
+        f"`{BASE_RECIPE}`: the tiny model trained from scratch ({epochs} epochs, lr {recipe['learning_rate']:g}, "
+        f"batch {recipe['per_device_train_batch_size']})"
+    )
     return [
-        Method("baseline", BASE_RECIPE, (), f"the paper's setup ({epochs} epochs)"),
+        Method("baseline", BASE_RECIPE, (), baseline),
         Method("baseline_2x_epochs", BASE_RECIPE, ("--num_train_epochs", str(2 * epochs)), "compute-matched"),
         *(Method(kind, f"{BASE_RECIPE}_reverse_{kind}", (), data_matched) for kind in ("word", "entity", "segment")),
         Method("token", BASE_RECIPE, ("--reversal_transform", "token"), data_matched),
-        Method("both_orders", f"{BASE_RECIPE}_both_orders", (), "oracle control (every fact in both orders)"),
+        Method(ORACLE, f"{BASE_RECIPE}_both_orders", (), "oracle control (every fact in both orders)"),
     ]
 
 
@@ -112,10 +125,15 @@ def run_numbers(run_dir: Path, metrics: dict[str, Any]) -> dict[str, float | Non
     return numbers
 
 
+# The per-example table's split of each accuracy column (reverse-mode rows are prefixed).
+EXAMPLES_SPLITS = {**FORWARD, **{column: f"reverse_mode/{split}" for column, split in REVERSE_MODE.items()}}
+
+
 def summarize(method: Method, runs: dict[str, dict[str, float | None]]) -> dict[str, Any]:
-    """Mean, SD and per-run values of every column over a method's seeds."""
+    """Mean, SD and per-run values of every column over a method's seeds; each accuracy with its 95% `ci` where the
+    runs' per-example tables hold its rows."""
     columns = dict.fromkeys(key for numbers in runs.values() for key in numbers)
-    return {
+    row = {
         "method": method.name,
         "recipe": method.recipe,
         "overrides": list(method.overrides),
@@ -126,24 +144,47 @@ def summarize(method: Method, runs: dict[str, dict[str, float | None]]) -> dict[
             for column in columns
         },
     }
+    for column, split in EXAMPLES_SPLITS.items():
+        counts = fact_counts(list(runs), "exp1", split) if row.get(column) else None
+        if counts is not None:
+            row[column]["ci"] = accuracy_interval(counts, len(runs))
+    return row
 
 
 def _mean(entry: dict[str, Any] | None) -> float | None:
     return None if entry is None else entry["mean"]
 
 
-def target_check(row: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:
-    """Reverse / same-direction accuracy per subset (forward questions), and whether the target is met: every ratio
-    at least `TARGET_RATIO` and no same-direction mean below the baseline's by more than its SD over seeds."""
-    ratios, kept = {}, {}
-    for subset in ("p2d", "d2p"):
-        same, reverse = _mean(row[f"{subset}/same"]), _mean(row[f"{subset}/reverse"])
-        ratios[subset] = reverse / same if same else None
-        if baseline is not None and baseline[f"{subset}/same"] is not None and same is not None:
-            base = baseline[f"{subset}/same"]
-            kept[subset] = same >= base["mean"] - (base["sd"] or 0.0)
-    met = all(r is not None and r >= TARGET_RATIO for r in ratios.values()) and bool(kept) and all(kept.values())
-    return {"ratio": ratios, "same_direction_kept": kept, "met": met}
+def oracle_ratio(row: dict[str, Any], oracle: dict[str, Any] | None, subset: str) -> dict[str, Any] | None:
+    """`{"ratio", "low", "high"}`: the method's reverse accuracy over the oracle's on `subset`'s forward reverse
+    questions, bootstrapped over facts (the same facts resampled for both; seeds kept together); the point ratio
+    without an interval where the per-example tables are missing; None without an oracle or at an oracle of 0."""
+    column = f"{subset}/reverse"
+    if oracle is None or not _mean(oracle[column]) or row[column] is None:
+        return None
+    oracle_counts = fact_counts(oracle["run_dirs"], "exp1", FORWARD[column])
+    counts = oracle_counts and fact_counts(row["run_dirs"], "exp1", FORWARD[column], oracle_counts.facts)
+    if counts is None or oracle_counts is None:
+        return {"ratio": _mean(row[column]) / _mean(oracle[column]), "low": None, "high": None}
+    return ratio_interval(counts, oracle_counts)
+
+
+def _floor(entry: dict[str, Any]) -> float:
+    """The low end of an accuracy's 95% interval (its mean where it has none)."""
+    return (entry.get("ci") or {}).get("low", entry["mean"])
+
+
+def target_check(row: dict[str, Any], baseline: dict[str, Any] | None, oracle: dict[str, Any] | None) -> dict[str, Any]:
+    """Reverse accuracy as a fraction of the oracle's per subset (forward questions), and whether the target is met:
+    every fraction at least `TARGET_RATIO` and no same-direction mean below the low end of the baseline's interval."""
+    ratios = {subset: oracle_ratio(row, oracle, subset) for subset in SUBSETS}
+    kept = {}
+    for subset in SUBSETS:
+        same, base = row[f"{subset}/same"], (baseline or {}).get(f"{subset}/same")
+        if base is not None and same is not None:
+            kept[subset] = same["mean"] >= _floor(base)
+    met = all(r is not None and r["ratio"] >= TARGET_RATIO for r in ratios.values()) and bool(kept)
+    return {"oracle_ratio": ratios, "same_direction_kept": kept, "met": met and all(kept.values())}
 
 
 def _tokens(entry: dict[str, Any] | None) -> str:
@@ -154,17 +195,26 @@ def _pvalue(entry: dict[str, Any] | None) -> str:
     return NOT_AVAILABLE if entry is None else "/".join(f"{value:.2g}" for value in entry["per_run"].values())
 
 
-def _ratio(value: float | None) -> str:
-    return NOT_AVAILABLE if value is None else f"{value:.2f}"
+def _ratio(value: dict[str, Any] | None) -> str:
+    if value is None:
+        return NOT_AVAILABLE
+    interval = "" if value["low"] is None else f" [{value['low']:.2f}, {value['high']:.2f}]"
+    return f"{value['ratio']:.2f}{interval}"
 
 
 def _is_baseline(row: dict[str, Any]) -> bool:
     return row["method"].startswith("baseline")
 
 
+def _is_judged(row: dict[str, Any]) -> bool:
+    """The target is for the mitigations: neither the baselines nor the oracle it is measured against."""
+    return not _is_baseline(row) and row["method"] != ORACLE
+
+
 def _is_target_met(row: dict[str, Any]) -> str:
-    """The target is for the mitigations; a baseline row shows its ratios only."""
-    return NOT_AVAILABLE if _is_baseline(row) else "yes" if row["target"]["met"] else "no"
+    if not _is_judged(row):
+        return NOT_AVAILABLE
+    return "yes" if row["target"]["met"] else "no"
 
 
 def table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -178,9 +228,10 @@ def table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
         "d2p reverse",
         "reverse-mode p2d",
         "reverse-mode d2p",
-        "p2d reverse t / KS p",
-        "d2p reverse t / KS p",
-        "reverse/same p2d, d2p",
+        "p2d reverse t / KS p per seed",
+        "d2p reverse t / KS p per seed",
+        "p2d reverse / oracle's [95% CI]",
+        "d2p reverse / oracle's [95% CI]",
         "target met",
     ]
     cells = [
@@ -190,7 +241,7 @@ def table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
             _tokens(row["tokens"]),
             *(percent_cell(row[column]) for column in (*FORWARD, *REVERSE_MODE)),
             *(f"{_pvalue(row[f'{s}/ttest'])} / {_pvalue(row[f'{s}/ks'])}" for s in ("p2d", "d2p")),
-            f"{_ratio(row['target']['ratio']['p2d'])}, {_ratio(row['target']['ratio']['d2p'])}",
+            *(_ratio(row["target"]["oracle_ratio"][subset]) for subset in SUBSETS),
             _is_target_met(row),
         ]
         for row in rows
@@ -208,6 +259,7 @@ def table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
             f"p > {paper_numbers.EXP1_LOGPROB_PVALUE_ABOVE}",
             NOT_AVAILABLE,
             NOT_AVAILABLE,
+            NOT_AVAILABLE,
         ]
     )
     return headers, cells
@@ -216,17 +268,26 @@ def table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
 def verdicts(rows: list[dict[str, Any]]) -> list[str]:
     """One sentence per method on the target, negative results included."""
     lines = []
-    for row in rows:
-        if _is_baseline(row):
-            continue
+    for row in filter(_is_judged, rows):
         target = row["target"]
-        ratio = ", ".join(f"{subset} {_ratio(value)}" for subset, value in target["ratio"].items())
+        ratio = ", ".join(f"{subset} {_ratio(value)}" for subset, value in target["oracle_ratio"].items())
         kept = ", ".join(f"{subset} {'kept' if ok else 'lost'}" for subset, ok in target["same_direction_kept"].items())
         outcome = "meets" if target["met"] else "does not meet"
         lines.append(
-            f"- `{row['method']}` {outcome} the target (reverse/same: {ratio}; same-direction: {kept or '–'})."
+            f"- `{row['method']}` {outcome} the target (reverse / oracle's: {ratio}; same-direction: {kept or '–'})."
         )
     return lines
+
+
+def likelihood_design(rows: list[dict[str, Any]]) -> str:
+    """Which random completions the runs' likelihood tests used (runs evaluated before issue 18 drew one)."""
+    tests = [
+        (run_folder.read_metrics(run_dir, "exp1") or {}).get("likelihood", {}).get(f"{subset}/reverse_test", {})
+        for row in rows
+        for run_dir in row["run_dirs"]
+        for subset in SUBSETS
+    ]
+    return design(tests)
 
 
 def study_time(data: dict[str, Any]) -> str:
@@ -255,14 +316,20 @@ def render_markdown(data: dict[str, Any]) -> str:
         "",
         "Forward questions are the paper's protocol (held-out templates, exact match). Reverse-mode questions (a "
         "held-out name-first row transformed as in training, cut before the name) are a different test of "
-        "reverse-trained models and are never mixed with the forward ones. Accuracies in %, mean ± SD over seeds; "
-        "p-values are the correct-vs-random likelihood tests of the reverse split, one per seed.",
+        "reverse-trained models and are never mixed with the forward ones. Accuracies in %, mean ± SD over seeds "
+        "[95% interval: a bootstrap over facts, each fact's rows of every seed together, 10,000 resamples, seed 0; "
+        "Wilson for one run, or over the pooled rows where every row is right or every row wrong]. p-values are the "
+        "correct-vs-random likelihood tests of the reverse split, one per seed "
+        f"({data.get('likelihood_design', SINGLE_DRAW)}). The ratio columns divide a method's reverse accuracy by the "
+        f"`{ORACLE}` oracle's on the same questions (the most a method trained on these facts is shown to reach), "
+        "bootstrapped over facts.",
         "",
         markdown_table(headers, cells),
         "",
         f"![accuracy per method]({data['figure']})",
         "",
-        f"## Target: reverse ≥ {TARGET_RATIO:.0%} of same-direction accuracy on forward questions, same direction kept",
+        f"## Target: reverse ≥ {TARGET_RATIO:.0%} of the `{ORACLE}` oracle's reverse accuracy in both directions, "
+        "same direction not below the baseline's 95% interval",
         "",
         *(verdicts(data["methods"]) or ["- no reverse-trained method in this study"]),
         "",
@@ -318,14 +385,16 @@ def study(methods: list[Method], seeds: int, quick: bool, output: Path) -> Path:
             excluded = (metrics.get("reverse_mode") or {}).get("excluded", {})
         rows.append({**summarize(method, runs), "excluded": excluded})
     baseline = next((row for row in rows if row["method"] == "baseline"), None)
+    oracle = next((row for row in rows if row["method"] == ORACLE), None)
     for row in rows:
-        row["target"] = target_check(row, baseline)
+        row["target"] = target_check(row, baseline, oracle)
     data = {
         "generated_by": __version__,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seeds": seeds,
         "quick": quick,
         "target_ratio": TARGET_RATIO,
+        "likelihood_design": likelihood_design(rows),
         "methods": rows,
         "paper": paper_numbers.reported(),
         "machine": machine_info(),

@@ -38,11 +38,20 @@ def _percent_value(fraction: float | None) -> str:
     return NOT_AVAILABLE if fraction is None else f"{100 * fraction:.1f}"
 
 
+def interval_cell(low: float | None, high: float | None, scale: float = 100, digits: int = 1) -> str:
+    """A 95% interval as `[low, high]` (percent by default); empty when there is none."""
+    if low is None or high is None:
+        return ""
+    return f" [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
+
+
 def percent_cell(entry: dict[str, Any] | None) -> str:
+    """`mean ± SD [95% interval]` in %, each part where it exists (an accuracy from before intervals has none)."""
     if entry is None:
         return NOT_AVAILABLE
     spread = "" if entry["sd"] is None else f" ± {_percent_value(entry['sd'])}"
-    return _percent_value(entry["mean"]) + spread
+    ci = entry.get("ci") or {}
+    return _percent_value(entry["mean"]) + spread + interval_cell(ci.get("low"), ci.get("high"))
 
 
 def _number(entry: dict[str, Any] | None, spread_key: str = "sd") -> str:
@@ -116,21 +125,82 @@ def other_splits_rows(table: list[dict[str, Any]]) -> Rows:
     ]
 
 
+def _pvalue(value: float | None) -> str:
+    return NOT_AVAILABLE if value is None else f"{value:.3g}"
+
+
+def difference_cell(pooled: dict[str, Any] | None) -> str:
+    """A pooled test's mean difference (correct minus random) with its 95% interval."""
+    if pooled is None:
+        return NOT_AVAILABLE
+    return f"{pooled['mean_difference']:.3f}" + interval_cell(pooled["ci_low"], pooled["ci_high"], 1, 3)
+
+
+def pooled_pvalues_cell(pooled: dict[str, Any] | None, key: str) -> str:
+    """A pooled p-value and its Holm-adjusted value: `p (Holm p)`."""
+    if pooled is None:
+        return NOT_AVAILABLE
+    return f"{_pvalue(pooled[key])} ({_pvalue(pooled.get(f'{key}_holm'))})"
+
+
+LIKELIHOOD_HEADERS = [
+    "model",
+    "split",
+    "random completions",
+    "correct log-prob",
+    "random log-prob",
+    "pooled difference [95% CI]",
+    "pooled t p (Holm)",
+    "pooled Wilcoxon p (Holm)",
+    "per-token difference [95% CI]",
+    "per-token t p (Holm)",
+    "t-test p per seed",
+    "KS p per seed",
+    "significant seeds",
+]
+
+
 def likelihood_rows(table: list[dict[str, Any]]) -> Rows:
-    headers = ["model", "split", "correct log-prob", "random log-prob", "t-test p", "KS p", "significant seeds"]
     rows = [
-        [group["group"], test["split"], _number(test["correct_logprob"]), _number(test["random_logprob"])]
+        [
+            group["group"],
+            test["split"],
+            test["design"],
+            _number(test["correct_logprob"]),
+            _number(test["random_logprob"]),
+        ]
+        + [
+            difference_cell(test["pooled"]["summed"]),
+            pooled_pvalues_cell(test["pooled"]["summed"], "ttest_pvalue"),
+            pooled_pvalues_cell(test["pooled"]["summed"], "wilcoxon_pvalue"),
+            difference_cell(test["pooled"]["per_token"]),
+            pooled_pvalues_cell(test["pooled"]["per_token"], "ttest_pvalue"),
+        ]
         + [_pvalues(test["ttest_pvalue"]), _pvalues(test["ks_pvalue"]), f"{test['n_significant']}/{group['n_seeds']}"]
         for group in table
         for test in group["tests"]
     ]
-    return headers, rows
+    return LIKELIHOOD_HEADERS, rows
+
+
+def likelihood_note(table: list[dict[str, Any]]) -> str:
+    """What the likelihood table's columns are, the family Holm's correction runs over, and the old design's label."""
+    return (
+        "Log-probs are per fact (mean over its held-out prompts; the random one also over its random completions), "
+        "mean ± SD over seeds. Pooled: each fact's difference (correct minus random) averaged over seeds, then a "
+        "paired t-test and a Wilcoxon signed-rank test across facts, two-sided, with a 95% t interval of the mean "
+        "difference; per-token: the same on per-token mean log-probs. "
+        f"Family for Holm's correction: {tables.likelihood_family(table)}. "
+        "Per-seed p-values (the paper's test) are detail, uncorrected. "
+        f'Rows marked "{tables.SINGLE_DRAW}" come from runs evaluated with one seeded random completion per prompt; '
+        "they have no pooled test (their metrics hold no per-fact differences) until they are evaluated again."
+    )
 
 
 def in_context_rows(table: list[dict[str, Any]]) -> Rows:
-    headers = ["model", "direction", "same order", "reverse order", "paper (GPT-3) same / reverse"]
+    headers = ["model", "scored", "direction", "same order", "reverse order", "paper (GPT-3) same / reverse"]
     return headers, [
-        [group["group"], row["direction"], percent_cell(row["same"]), percent_cell(row["reverse"])]
+        [group["group"], group["role"], row["direction"], percent_cell(row["same"]), percent_cell(row["reverse"])]
         + [paper_numbers.EXP1_IN_CONTEXT]
         for group in table
         for row in group["rows"]
@@ -180,13 +250,32 @@ def sweep_rows(grid: dict[str, Any]) -> Rows:
 
 
 def prompt_tuning_rows(table: list[dict[str, Any]]) -> Rows:
-    headers = ["model", "seeds", *(f"{name} (± SE)" for name in tables.PROMPT_TUNING_LOSSES), "paper (Llama-1 7B)"]
+    headers = ["model", "seeds", *(f"{name} (± SE)" for name in tables.PROMPT_TUNING_LOSSES)]
+    headers += ["reverse − shuffled [95% CI]", "t p (Holm)", "Wilcoxon p (Holm)", "paper (Llama-1 7B)"]
     return headers, [
         [group["group"], str(group["n_seeds"])]
         + [_number(group["losses"][name], "se") for name in tables.PROMPT_TUNING_LOSSES]
+        + [difference_cell(group["reverse_vs_shuffled"])]
+        + [pooled_pvalues_cell(group["reverse_vs_shuffled"], key) for key in tables.HOLM_TESTS]
         + [paper_numbers.EXP1_PROMPT_TUNING]
         for group in table
     ]
+
+
+def prompt_tuning_note(table: list[dict[str, Any]]) -> str:
+    """What B.8's paired test compares, its family, and what each sign of the difference means."""
+    k = sum(1 for group in table if group["reverse_vs_shuffled"])
+    return (
+        "Losses in nats per token on the tuned fact's held-out prompts: same order; reverse (its reverse prompts); "
+        "shuffled reverse (the same completions after other facts' reverse prompts of the same template). "
+        "Reverse − shuffled: per seed, then a paired t-test and a Wilcoxon signed-rank test across seeds (two-sided), "
+        "with a 95% t interval of the mean; "
+        f"family for Holm's correction: the {k} prompt-tuning group(s) of this table. "
+        "A difference below 0 means the tuned fact's own reverse prompt makes its completion likelier than other "
+        "facts' prompts do (the reverse was learned); 0 or above is no sign of it, and above 0 means the own prompt "
+        "makes the completion *less* likely than a random other fact's. A randomly initialised soft prompt "
+        "(`prompt_tuning_init=random`) is the control for the fact being in the text the prompt starts from."
+    )
 
 
 def _epoch(epoch: float) -> str:
@@ -261,7 +350,9 @@ def render_markdown(title: str, data: dict[str, Any], figure_files: dict[str, st
     parts = [
         f"# {title}",
         f"Generated by reversal-hf {__version__} on {data['generated_at']} from {len(runs)} run folder(s). "
-        "Accuracies are exact match in %, mean ± SD over seeds (sample SD; one seed shows no SD). "
+        "Accuracies are exact match in %, mean ± SD over seeds (sample SD; one seed shows no SD) [95% interval: "
+        "Wilson for one run, a bootstrap over facts with each fact's rows of every seed kept together for several "
+        "seeds, 10,000 resamples, seed 0; Wilson over the pooled rows where every row is right or every row wrong]. "
         f"Paper numbers: {paper_numbers.PAPER_CITATION}.",
     ]
     if data["exp1_table1"]:
@@ -274,8 +365,8 @@ def render_markdown(title: str, data: dict[str, Any], figure_files: dict[str, st
     if data["exp1_likelihood"]:
         parts += [
             "## Experiment 1: correct vs random log-prob (Figure 4)",
-            f"Mean ± SD over seeds; p-values per seed (paper: p > {paper_numbers.EXP1_LOGPROB_PVALUE_ABOVE} "
-            "for every model)."
+            likelihood_note(data["exp1_likelihood"])
+            + f" Paper: p > {paper_numbers.EXP1_LOGPROB_PVALUE_ABOVE} for every model."
             + "\n\n"
             + markdown_table(*likelihood_rows(data["exp1_likelihood"]))
             + image("fig4_logprob.png", "Figure 4 style: log-prob of correct vs random completions"),
@@ -315,8 +406,10 @@ def render_markdown(title: str, data: dict[str, Any], figure_files: dict[str, st
         ]
     if data["prompt_tuning"]:
         parts += [
-            "## Prompt tuning losses (Figure 9)",
-            markdown_table(*prompt_tuning_rows(data["prompt_tuning"]))
+            "## Prompt tuning losses (Figure 9, Appendix B.8)",
+            prompt_tuning_note(data["prompt_tuning"])
+            + "\n\n"
+            + markdown_table(*prompt_tuning_rows(data["prompt_tuning"]))
             + image("fig9_prompt_tuning.png", "Figure 9 style: prompt tuning losses"),
             _runs_used(data["prompt_tuning"]),
         ]
@@ -378,7 +471,7 @@ def summary_table(run_dirs: list[Path]) -> str:
         )
     if data["exp1_likelihood"]:
         sections.append(
-            "Experiment 1, correct vs random log-prob (p-values per seed)\n"
+            "Experiment 1, correct vs random log-prob (pooled over seeds, Holm-adjusted; p-values per seed)\n"
             + text_table(*likelihood_rows(data["exp1_likelihood"]))
         )
     if data["exp2"]:

@@ -4,8 +4,9 @@ Optionally the in-context version of Appendix B.6 (the fact in the prompt, 3-sho
 prompt-tuning losses of Appendix B.8. Writes `eval/exp1_metrics.json` (docs/ARCHITECTURE.md "Metrics JSON") and a
 per-example table `eval/exp1_examples.parquet`; the metrics file is written last, so its presence means done.
 
-The random wrong completion of the likelihood test is drawn here (seeded, from another fact of the same split, never
-the correct one): in the paper's `p2d_reverse_prompts_test_randomized`, 13 of the 300 "random" names are the correct
+The likelihood test scores each held-out prompt's correct completion against every other fact's completion under the
+same template (`other_facts_completions`), never the correct one: in the paper's
+`p2d_reverse_prompts_test_randomized` (one random completion per prompt), 13 of the 300 "random" names are the correct
 one. The paper-file variant is reported beside ours, for fidelity only.
 """
 
@@ -60,7 +61,7 @@ STATEMENTS = {"p2d": "{name} is {description}.", "d2p": "{description} is {name}
 class Exp1Options:
     """What Experiment 1 adds to a run's evaluation (`eval exp1` and `eval run`)."""
 
-    seed: int = field(default=0, metadata={"help": "seed of the random wrong completions and of the shots"})
+    seed: int = field(default=0, metadata={"help": "seed of the in-context shots and the B.8 shuffled prompts"})
     in_context: bool = field(default=False, metadata={"help": "also the in-context evaluation (Appendix B.6)"})
 
 
@@ -113,34 +114,84 @@ def _normalized(text: str) -> str:
     return text.strip().casefold()
 
 
-def draw_random_completions(frame: pd.DataFrame, pool: pd.DataFrame, seed: int, key: str) -> list[str]:
-    """For each row, the completion another fact of `pool` has under the same template, seeded; never the row's own.
+def other_facts_completions(frame: pd.DataFrame, pool: pd.DataFrame, key: str) -> list[list[str]]:
+    """For each row, every other fact's completion under the row's template in `pool` (sorted; never the row's own).
 
-    The paper's descriptions were bent by an LLM to fit each template, so another template's completion would be less
-    likely for its grammar alone; drawing within the template leaves the fact as the only difference.
+    Why every other fact and not one seeded draw (the paper's design, and ours before): with one random completion
+    per prompt the test compares the correct completion against whichever completions the draw happened to pick, and
+    a different draw can turn the result; scoring all the others removes the draw altogether, and with 30 facts per
+    template it is 29 completions per prompt, more than K = 20 draws would give. The cost is 29 short sequences per
+    held-out prompt (8,700 per split of 300 prompts), batched; prompts are shorter than `PREFIX_CACHE_MIN_TOKENS`, so
+    batching, not the prefix cache, is what keeps it affordable (a few minutes for SmolLM2-135M on 2 CPU cores).
+    Within the template, because the paper's descriptions were bent by an LLM to fit each template: another template's
+    completion would be less likely for its grammar alone, and the fact is left as the only difference.
     """
-    rng = random.Random(f"{seed}:{key}")
     by_template: dict[int, set[tuple[str, str]]] = defaultdict(set)
     for name, completion, template in zip(pool["name"], pool["completion"], pool["template_id"], strict=True):
         by_template[template].add((name, completion))
-    drawn = []
+    others = []
     for name, completion, template in zip(frame["name"], frame["completion"], frame["template_id"], strict=True):
-        candidates = sorted(by_template[template])
-        others = [c for n, c in candidates if n != name and _normalized(c) != _normalized(completion)]
-        if not others:
-            raise EvaluationError(f"{key}: no other fact under template {template} to draw a random completion from")
-        drawn.append(rng.choice(others))
-    return drawn
+        row = sorted({c for n, c in by_template[template] if n != name and _normalized(c) != _normalized(completion)})
+        if not row:
+            raise EvaluationError(f"{key}: no other fact under template {template} to score as a random completion")
+        others.append(row)
+    return others
+
+
+def with_scores(
+    frame: pd.DataFrame,
+    correct: list[str],
+    random_completions: list[list[str]],
+    correct_scores: Sequence[tuple[float, int]],
+    random_scores: Sequence[tuple[float, int]],
+) -> pd.DataFrame:
+    """The frame with each prompt's correct and random completions and their (summed log-prob, token count) scores
+    (`random_scores` flat, row after row): sums and per-token means, each prompt's randoms averaged."""
+    scores = iter(random_scores)
+    per_row = [[next(scores) for _ in completions] for completions in random_completions]
+    return frame.assign(
+        correct_completion=correct,
+        random_completions=random_completions,
+        n_random=[len(completions) for completions in random_completions],
+        random_is_correct=[
+            any(_normalized(r) == _normalized(c) for r in randoms)
+            for randoms, c in zip(random_completions, correct, strict=True)
+        ],
+        correct_logprob=[total for total, _ in correct_scores],
+        correct_tokens=[count for _, count in correct_scores],
+        random_logprobs=[[total for total, _ in row] for row in per_row],
+        random_tokens=[[count for _, count in row] for row in per_row],
+        random_logprob=[sum(total for total, _ in row) / len(row) for row in per_row],
+        correct_logprob_per_token=[total / count for total, count in correct_scores],
+        random_logprob_per_token=[sum(total / count for total, count in row) / len(row) for row in per_row],
+    )
+
+
+def _with_logprobs(frame: pd.DataFrame, correct: list[str], random_completions: list[list[str]], runner: Runner):
+    """`with_scores`, every completion scored by `runner` in one call (so that it batches them all)."""
+    prompts = frame["prompt"].tolist()
+    random_prompts = [p for p, completions in zip(prompts, random_completions, strict=True) for _ in completions]
+    scores = runner.scores(prompts + random_prompts, correct + [c for row in random_completions for c in row])
+    return with_scores(frame, correct, random_completions, scores[: len(prompts)], scores[len(prompts) :])
 
 
 def per_fact_test(frame: pd.DataFrame) -> dict[str, Any]:
-    """Average each fact's held-out prompts first (Appendix B.5), then compare correct against random."""
-    per_fact = frame.groupby("name", sort=True)[["correct_logprob", "random_logprob"]].mean()
-    return likelihood_test(per_fact["correct_logprob"].tolist(), per_fact["random_logprob"].tolist())
+    """Average each fact's held-out prompts first (Appendix B.5), then compare correct against random: on summed
+    log-probs (the paper's), and in `per_token` on per-token means (a longer completion is less likely for its length
+    alone). `facts` names the facts in the order of `differences`, so seeds can be pooled from metrics files."""
+    columns = ["correct_logprob", "random_logprob", "correct_logprob_per_token", "random_logprob_per_token"]
+    per_fact = frame.groupby("name", sort=True)[columns].mean()
+    n_random = int(frame["n_random"].min())
+    per_token = likelihood_test(
+        per_fact["correct_logprob_per_token"].tolist(), per_fact["random_logprob_per_token"].tolist(), n_random
+    )
+    summed = likelihood_test(per_fact["correct_logprob"].tolist(), per_fact["random_logprob"].tolist(), n_random)
+    return {**summed, "facts": per_fact.index.tolist(), "per_token": per_token}
 
 
-def _likelihood_columns(key: str, frame: pd.DataFrame, data: Exp1Data, runner: Runner, seed: int) -> pd.DataFrame:
-    """Log-probs of the correct and a random completion: ours on reverse tests, the paper's on its randomized file."""
+def _likelihood_columns(key: str, frame: pd.DataFrame, data: Exp1Data, runner: Runner) -> pd.DataFrame:
+    """Log-probs of the correct and random completions: every other fact's on reverse tests, the paper's one on its
+    randomized file."""
     if key == PAPER_RANDOM_SPLIT:
         reverse = data.full["p2d/reverse_test"]
         correct_by_prompt = dict(zip(reverse["prompt"], reverse["completion"], strict=True))
@@ -148,33 +199,20 @@ def _likelihood_columns(key: str, frame: pd.DataFrame, data: Exp1Data, runner: R
         if missing:
             raise EvaluationError(f"{key}: prompt {missing[0]!r} is not in p2d/reverse_test")
         correct = [correct_by_prompt[prompt] for prompt in frame["prompt"]]
-        random_completions = frame["completion"].tolist()
+        random_completions = [[completion] for completion in frame["completion"]]
     else:
         correct = frame["completion"].tolist()
-        random_completions = draw_random_completions(frame, data.full[key], seed, key)
+        random_completions = other_facts_completions(frame, data.full[key], key)
     return _with_logprobs(frame, correct, random_completions, runner)
 
 
-def _with_logprobs(frame: pd.DataFrame, correct: list[str], random_completions: list[str], runner: Runner):
-    """The frame with the correct and the random completion of each prompt and their log-probs."""
-    prompts = frame["prompt"].tolist()
-    logprobs = runner.logprobs(prompts + prompts, correct + random_completions)
-    return frame.assign(
-        correct_completion=correct,
-        random_completion=random_completions,
-        random_is_correct=[_normalized(r) == _normalized(c) for r, c in zip(random_completions, correct, strict=True)],
-        correct_logprob=logprobs[: len(prompts)],
-        random_logprob=logprobs[len(prompts) :],
-    )
-
-
-def evaluate_splits(data: Exp1Data, runner: Runner, seed: int = 0) -> tuple[dict[str, Any], pd.DataFrame]:
+def evaluate_splits(data: Exp1Data, runner: Runner) -> tuple[dict[str, Any], pd.DataFrame]:
     """Exact match on every split, the likelihood tests, and the per-example table."""
     exact, scored = generate_and_match({key: data.splits[key] for key in EXACT_MATCH_SPLITS}, runner)
     metrics: dict[str, Any] = {"exact_match": exact, "likelihood": {}}
     try:
         for key in (*LIKELIHOOD_SPLITS, PAPER_RANDOM_SPLIT):
-            frame = scored[key] = _likelihood_columns(key, scored[key], data, runner, seed)
+            frame = scored[key] = _likelihood_columns(key, scored[key], data, runner)
             result = per_fact_test(frame)
             if key == PAPER_RANDOM_SPLIT:
                 result["n_random_is_correct"] = int(frame["random_is_correct"].sum())
@@ -250,18 +288,29 @@ def evaluate_tuned_fact(
     return {"exact_match": exact, "prompt_tuning": losses}, pd.concat(scored.values(), ignore_index=True)
 
 
+def template_matched_prompts(rows: pd.DataFrame, others: pd.DataFrame, seed: str) -> list[str]:
+    """For each row, another fact's prompt under the same template (seeded): the shuffled set of Appendix B.8 then
+    differs from the real reverse prompts only in the fact, not in the wording around it."""
+    rng = random.Random(f"{seed}:prompt_tuning")
+    by_template = {template: sorted(set(group["prompt"])) for template, group in others.groupby("template_id")}
+    missing = sorted(set(rows["template_id"]) - set(by_template))
+    if missing:
+        raise EvaluationError(f"prompt tuning: no other fact's reverse prompt under template(s) {missing}")
+    return [rng.choice(by_template[template]) for template in rows["template_id"]]
+
+
 def evaluate_prompt_tuning(data: Exp1Data, runner: Runner, fact: str, seed: int) -> dict[str, Any]:
     """Appendix B.8 losses for one tuned fact: held-out same-order prompts, reverse prompts, and the fact's reverse
-    completions after other facts' reverse prompts ("shuffled"): a reverse loss no lower than the shuffled one means
-    the soft prompt only raised the completion's likelihood everywhere, without learning the reverse."""
+    completions after other facts' reverse prompts under the same templates ("shuffled"): a reverse loss no lower
+    than the shuffled one means the soft prompt only raised the completion's likelihood everywhere, without learning
+    the reverse."""
     subset = next((s for s in ("p2d", "d2p") if fact in set(data.full[f"{s}/test"]["name"])), None)
     if subset is None:
         raise EvaluationError(f"prompt_tuning_fact {fact!r} is not a fact of the p2d or d2p subset")
     same = data.full[f"{subset}/test"].query("name == @fact")
     reverse_all = data.full[f"{subset}/reverse_test"]
     reverse = reverse_all.query("name == @fact")
-    other_prompts = sorted(set(reverse_all.query("name != @fact")["prompt"]))
-    shuffled_prompts = random.Random(f"{seed}:prompt_tuning:{fact}").sample(other_prompts, len(reverse))
+    shuffled_prompts = template_matched_prompts(reverse, reverse_all.query("name != @fact"), f"{seed}:{fact}")
 
     def mean_loss(prompts: Sequence[str], completions: Sequence[str]) -> float:
         losses = runner.losses(list(prompts), list(completions))
@@ -313,7 +362,7 @@ def _reverse_mode_frame(
 
 
 def evaluate_reverse_mode(
-    data: Exp1Data, runner: Runner, reversal: TextReversal, training: Any, seed: int = 0
+    data: Exp1Data, runner: Runner, reversal: TextReversal, training: Any
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Exact match and the likelihood test on reverse-mode questions, for a run reverse-trained with `reversal`.
 
@@ -321,8 +370,8 @@ def evaluate_reverse_mode(
     documents have; `d2p/reverse_test`: d2p facts). A question the transformed `training` split gives away (the
     paper's held-out template 39 cut before the name reads like training template 17, for `word` and `entity`; a
     `segment` question cut after a few description segments can stand in a training document too) is left out, and
-    `excluded` says how many (of the whole split) and from which templates. The random completion is another fact's
-    reverse-mode completion under the same template, drawn as for the forward test.
+    `excluded` says how many (of the whole split) and from which templates. The random completions are every other
+    fact's reverse-mode completion under the same template, as for the forward test.
     """
     entities = EXP1_ENTITIES if reversal.kind == "entity" else None
     documents = add_reversed_rows(training, reversal, entities)
@@ -337,8 +386,7 @@ def evaluate_reverse_mode(
     exact, scored = generate_and_match(sets, runner)
     likelihood = {}
     for key, frame in scored.items():
-        where = f"reverse_mode/{key}"
-        random_completions = draw_random_completions(frame, pools[key], seed, where)
+        random_completions = other_facts_completions(frame, pools[key], f"reverse_mode/{key}")
         scored[key] = _with_logprobs(frame, frame["completion"].tolist(), random_completions, runner)
         likelihood[key] = per_fact_test(scored[key])
     table = pd.concat(scored.values(), ignore_index=True)
@@ -362,7 +410,7 @@ def evaluate_exp1(args: Exp1Arguments) -> dict[str, Any]:
         fact, source = prompt_tuning_fact(run_folder.resolved_config(run_info).get("prompt_tuning_fact"), data)
         metrics, table = evaluate_tuned_fact(data, runner, fact, source, args.seed, args.max_examples_per_split)
     else:
-        metrics, table = evaluate_splits(data, runner, args.seed)
+        metrics, table = evaluate_splits(data, runner)
     if args.in_context:
         metrics["in_context"], in_context_table = evaluate_in_context(
             data, runner, args.seed, args.max_examples_per_split
@@ -376,11 +424,9 @@ def evaluate_exp1(args: Exp1Arguments) -> dict[str, Any]:
             # Imported here: the token evaluator builds on this module's likelihood helpers.
             from reversal_hf.evaluation.token_reverse_mode import evaluate_token_reverse_mode
 
-            metrics["reverse_mode"], reverse_mode_table = evaluate_token_reverse_mode(data, runner, training, args.seed)
+            metrics["reverse_mode"], reverse_mode_table = evaluate_token_reverse_mode(data, runner, training)
         else:
-            metrics["reverse_mode"], reverse_mode_table = evaluate_reverse_mode(
-                data, runner, reversal, training, args.seed
-            )
+            metrics["reverse_mode"], reverse_mode_table = evaluate_reverse_mode(data, runner, reversal, training)
         table = pd.concat([table, reverse_mode_table], ignore_index=True)
     result = {**run_folder.metrics_header("exp1", args.model, run_info, seed=args.seed, dataset=dataset), **metrics}
     run_folder.write_table(run_folder.examples_path(args.output, "exp1"), table)

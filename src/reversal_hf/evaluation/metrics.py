@@ -21,6 +21,11 @@ def exact_match(predictions: Sequence[str], references: Sequence[str]) -> dict[s
     return _metric("exact_match").compute(predictions=list(predictions), references=list(references))
 
 
-def likelihood_test(correct: Sequence[float], random: Sequence[float], alpha: float = 0.05) -> dict[str, Any]:
-    """Means, paired t-test and KS test of per-fact log-probs (the `reversal_accuracy` metric, `likelihood`)."""
-    return _metric("likelihood").compute(correct_logprobs=list(correct), random_logprobs=list(random), alpha=alpha)
+def likelihood_test(
+    correct: Sequence[float], random: Sequence[float], n_random_per_fact: int = 1, alpha: float = 0.05
+) -> dict[str, Any]:
+    """Means, per-fact differences with a 95% interval, paired t, Wilcoxon and KS tests of per-fact log-probs (the
+    `reversal_accuracy` metric, `likelihood`); `random` holds each fact's mean over `n_random_per_fact` completions."""
+    return _metric("likelihood").compute(
+        correct_logprobs=list(correct), random_logprobs=list(random), n_random_per_fact=n_random_per_fact, alpha=alpha
+    )

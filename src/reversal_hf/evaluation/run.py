@@ -30,6 +30,10 @@ def evaluate_run(run_dir: str | Path, args: RunArguments | None = None) -> dict[
     dataset = info.get("dataset") or {}
     if not dataset.get("name"):
         raise EvaluationError(f"{run_folder.run_info_path(run_dir)}: no dataset.name")
+    try:  # before the evaluation, not after it
+        run_folder.check_output_dir(run_folder.eval_dir(run_dir))
+    except run_folder.OutputDirError as error:
+        raise EvaluationError(str(error)) from error
     target = {
         "model": str(run_dir),
         "dataset": run_folder.resolve_local(dataset["name"]),

@@ -16,7 +16,7 @@ from reversal_hf.evaluation.errors import EvaluationError
 from reversal_hf.evaluation.generation import greedy_generate
 from reversal_hf.evaluation.loading import load_model_and_tokenizer
 from reversal_hf.evaluation.metrics import exact_match
-from reversal_hf.evaluation.scoring import completion_logprobs, score_completions
+from reversal_hf.evaluation.scoring import score_completions
 
 if TYPE_CHECKING:
     from reversal_hf.evaluation.arguments import EvaluatorArguments
@@ -32,8 +32,9 @@ class Runner(Protocol):
 
     def generate(self, prompts: Sequence[str], max_new_tokens: Sequence[int]) -> list[str]: ...
 
-    def logprobs(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        """Summed log-prob of each completion given its prompt; `LogprobsUnavailableError` where the model has none."""
+    def scores(self, prompts: Sequence[str], completions: Sequence[str]) -> list[tuple[float, int]]:
+        """(summed log-prob, token count) of each completion given its prompt (the count gives per-token means);
+        `LogprobsUnavailableError` where the model has none."""
         ...
 
     def losses(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]: ...
@@ -60,10 +61,10 @@ class BatchedRunner:
             generations.update(zip(group, texts, strict=True))
         return [generations[prompt] for prompt in prompts]
 
-    def logprobs(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        def score(pairs: list[tuple[str, str]]) -> list[float]:
-            return completion_logprobs(
-                self.model, self.tokenizer, [p for p, _ in pairs], [c for _, c in pairs], batch_size=self.batch_size
+    def scores(self, prompts: Sequence[str], completions: Sequence[str]) -> list[tuple[float, int]]:
+        def score(pairs: list[tuple[str, str]]) -> list[tuple[float, int]]:
+            return score_completions(
+                self.model, self.tokenizer, [p for p, _ in pairs], [c for _, c in pairs], self.batch_size, "log-probs"
             )
 
         return once_each(list(zip(prompts, completions, strict=True)), score)

@@ -4,8 +4,9 @@ A `token` run trained on documents whose token ids are reversed, a "language" no
 ids and encoding the result again gives other ids). Its reverse-mode question is a held-out name-first row tokenized
 as training tokenizes it, reversed, and cut before the name (`token_reverse_mode_question`); the model generates as
 many tokens as the name has, and these, put back in reading order and decoded, are scored by the same exact-match rule
-against the name's tokens decoded. The likelihood test compares the reversed name's log-prob with another fact's name
-under the same template, written into the same text. The metrics have the shape of the text transforms' (`exp1`).
+against the name's tokens decoded. The likelihood test compares the reversed name's log-prob with every other fact's
+name under the same template, each written into the same text. The metrics have the shape of the text transforms'
+(`exp1`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from reversal_hf.evaluation.exp1 import (
     REVERSE_MODE_NOTE,
     REVERSE_MODE_SPLITS,
     Exp1Data,
-    draw_random_completions,
+    other_facts_completions,
     per_fact_test,
+    with_scores,
 )
 from reversal_hf.evaluation.generation import greedy_generate_ids
 from reversal_hf.evaluation.metrics import exact_match
@@ -58,9 +60,7 @@ def _reading_order(tokenizer: Any, reversed_ids: list[int]) -> str:
     return tokenizer.decode(reversed_ids[::-1], skip_special_tokens=True)
 
 
-def evaluate_token_reverse_mode(
-    data: Exp1Data, runner: Runner, training: Any, seed: int = 0
-) -> tuple[dict[str, Any], pd.DataFrame]:
+def evaluate_token_reverse_mode(data: Exp1Data, runner: Runner, training: Any) -> tuple[dict[str, Any], pd.DataFrame]:
     """Exact match and the likelihood test on token reverse-mode questions (keys: the name-first splits, as for the
     text transforms); `training` is the run's training split, whose token-reversed documents decide what is left out.
     """
@@ -81,24 +81,21 @@ def evaluate_token_reverse_mode(
         generations = [_reading_order(tokenizer, ids[:n]) for ids, n in zip(generated, lengths, strict=True)]
         references = [_reading_order(tokenizer, ids) for ids in frame["completion_ids"]]
         exact[key] = exact_match(generations, references)
-        random_names = draw_random_completions(frame, pool, seed, f"reverse_mode/{key}")
-        random_ids = [
-            token_reverse_mode_question(text.replace(name, other), other, tokenizer)[1]
-            for text, name, other in zip(frame["text"], frame["name"], random_names, strict=True)
-        ]
+        random_names = other_facts_completions(frame, pool, f"reverse_mode/{key}")
         prompts = frame["prompt_ids"].tolist()
         sequences = [(p + c, len(p)) for p, c in zip(prompts, frame["completion_ids"], strict=True)]
-        sequences += [(p + c, len(p)) for p, c in zip(prompts, random_ids, strict=True)]
-        logprobs = [total for total, _ in score_token_completions(model, sequences, tokenizer.pad_token_id)]
-        scored = frame.assign(
+        sequences += [
+            (prompt + token_reverse_mode_question(text.replace(name, other), other, tokenizer)[1], len(prompt))
+            for prompt, text, name, others in zip(prompts, frame["text"], frame["name"], random_names, strict=True)
+            for other in others
+        ]
+        scores = score_token_completions(model, sequences, tokenizer.pad_token_id)
+        scored = with_scores(
+            frame, frame["completion"].tolist(), random_names, scores[: len(frame)], scores[len(frame) :]
+        ).assign(
             split=f"reverse_mode/{key}",
             generation=generations,
             exact_match=[is_exact_match(g, r) for g, r in zip(generations, references, strict=True)],
-            correct_completion=frame["completion"],
-            random_completion=random_names,
-            random_is_correct=False,
-            correct_logprob=logprobs[: len(frame)],
-            random_logprob=logprobs[len(frame) :],
         )
         likelihood[key] = per_fact_test(scored)
         tables.append(scored)

@@ -60,8 +60,11 @@ def greedy_generations(
     )
 
 
-def completion_logprob(client: openai.OpenAI, cache: ResponseCache, model: str, prompt: str, completion: str) -> float:
-    """log P(completion | prompt): the summed log-probs of the echoed tokens that start at or after the prompt's end.
+def completion_score(
+    client: openai.OpenAI, cache: ResponseCache, model: str, prompt: str, completion: str
+) -> tuple[float, int]:
+    """(log P(completion | prompt), token count): the summed log-probs of the echoed tokens that start at or after the
+    prompt's end, and how many they are.
 
     A token that spans the boundary (the prompt's last characters merged with the completion's first) cannot be
     split, and is an error rather than a silently shifted score; our completions start with a space, where OpenAI's
@@ -89,14 +92,15 @@ def completion_logprob(client: openai.OpenAI, cache: ResponseCache, model: str, 
         raise OpenAIAPIError(
             f"{model}: a token spans the end of the prompt {prompt[-20:]!r}; its log-prob cannot be split"
         )
-    return sum(
+    values = [
         logprob
         for offset, logprob in zip(offsets, logprobs["token_logprobs"], strict=True)
         if start <= offset < end and logprob is not None
-    )
+    ]
+    return sum(values), len(values)
 
 
-def completion_logprobs(
+def completion_scores(
     client: openai.OpenAI,
     cache: ResponseCache,
     model: str,
@@ -104,11 +108,11 @@ def completion_logprobs(
     completions: Sequence[str],
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
-) -> list[float]:
-    """`completion_logprob` for each (prompt, completion) pair, `concurrency` requests at a time."""
+) -> list[tuple[float, int]]:
+    """`completion_score` for each (prompt, completion) pair, `concurrency` requests at a time."""
     pairs = list(zip(prompts, completions, strict=True))
     return run_concurrently(
-        lambda pair: completion_logprob(client, cache, model, *pair),
+        lambda pair: completion_score(client, cache, model, *pair),
         pairs,
         concurrency=concurrency,
         description=f"{model} log-probs",
@@ -147,14 +151,14 @@ class OpenAIRunner:
         by_prompt = dict(zip(budgets, texts, strict=True))
         return [by_prompt[prompt] for prompt in prompts]
 
-    def logprobs(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+    def scores(self, prompts: Sequence[str], completions: Sequence[str]) -> list[tuple[float, int]]:
         if self.chat:
             raise LogprobsUnavailableError(
                 f"{self.model} is a chat model: the chat endpoint gives no log-probs of a given completion"
             )
 
-        def score(pairs: list[tuple[str, str]]) -> list[float]:
-            return completion_logprobs(
+        def score(pairs: list[tuple[str, str]]) -> list[tuple[float, int]]:
+            return completion_scores(
                 self.client,
                 self.cache,
                 self.model,

@@ -15,12 +15,22 @@ from typing import Any
 
 from reversal_hf import files
 from reversal_hf.paths import REPO_ROOT
-from reversal_hf.report import exp2_rows, exp3_rows, in_context_rows, markdown_table, percent_cell, prompt_tuning_rows
+from reversal_hf.report import (
+    difference_cell,
+    exp2_rows,
+    exp3_rows,
+    in_context_rows,
+    markdown_table,
+    percent_cell,
+    pooled_pvalues_cell,
+    prompt_tuning_rows,
+)
+from reversal_hf.reporting.tables import SINGLE_DRAW
 
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 SIGNIFICANCE_ALPHA = 0.05
 EXACT_MATCH_HEADERS = [
-    "exact match (%), mean ± SD over seeds",
+    "exact match (%), mean ± SD over seeds [95% interval]",
     "same direction",
     "reverse direction",
     "reverse prompts scored against the paper's random completion",
@@ -28,8 +38,12 @@ EXACT_MATCH_HEADERS = [
 ]
 LIKELIHOOD_HEADERS = [
     "reverse-direction log-prob per fact, correct vs random",
+    "random completions",
     "correct",
     "random",
+    "pooled difference [95% CI]",
+    "pooled t p (Holm)",
+    "pooled Wilcoxon p (Holm)",
     "paired t-test p (per seed)",
     "KS p (per seed)",
     "seeds with t-test p < 0.05",
@@ -40,6 +54,12 @@ LIKELIHOOD_SPLITS = {
     "d2p/reverse_test": "`d2p/reverse_test`: the description, given the name (our random descriptions)",
     "p2d/reverse_test_randomized_paper": "`p2d/reverse_test`: the name, against the paper's randomized file",
 }
+LIKELIHOOD_NOTE = (
+    "Pooled: each fact's difference in log-prob (correct minus random) averaged over seeds, then one paired t-test and "
+    "one Wilcoxon signed-rank test across facts; Holm's correction runs over the pooled tests of this table (one per "
+    f'split). Rows marked "{SINGLE_DRAW}" were evaluated with one seeded random completion per prompt and have no '
+    "pooled test until evaluated again."
+)
 
 
 def _logprob(entry: dict[str, Any]) -> str:
@@ -102,23 +122,34 @@ def exp1_tables(metrics: dict[str, Any]) -> str:
         scope = " (the tuned fact's held-out rows only)" if group.get("training_mode") == "prompt_tuning" else ""
         parts.append(f"**{group['group']}**, {group['n_seeds']} seed(s){scope}:\n\n{table}")
     for group in metrics["exp1_likelihood"]:
-        rows = [
-            [
-                LIKELIHOOD_SPLITS.get(test["split"], f"`{test['split']}`"),
-                *map(_logprob, (test["correct_logprob"], test["random_logprob"])),
-                *map(_pvalues, (test["ttest_pvalue"], test["ks_pvalue"])),
-                *map(_significant, (test["ttest_pvalue"], test["ks_pvalue"])),
-            ]
-            for test in group["tests"]
-        ]
-        parts.append(f"**{group['group']}**, likelihood tests:\n\n{markdown_table(LIKELIHOOD_HEADERS, rows)}")
+        rows = []
+        for test in group["tests"]:
+            pooled = (test.get("pooled") or {}).get("summed")
+            rows.append(
+                [
+                    LIKELIHOOD_SPLITS.get(test["split"], f"`{test['split']}`"),
+                    test.get("design", SINGLE_DRAW),
+                    *map(_logprob, (test["correct_logprob"], test["random_logprob"])),
+                    difference_cell(pooled),
+                    pooled_pvalues_cell(pooled, "ttest_pvalue"),
+                    pooled_pvalues_cell(pooled, "wilcoxon_pvalue"),
+                    *map(_pvalues, (test["ttest_pvalue"], test["ks_pvalue"])),
+                    *map(_significant, (test["ttest_pvalue"], test["ks_pvalue"])),
+                ]
+            )
+        table = markdown_table(LIKELIHOOD_HEADERS, rows)
+        parts.append(f"**{group['group']}**, likelihood tests ({LIKELIHOOD_NOTE}):\n\n{table}")
     return "\n\n".join(parts)
 
 
 # The other tables of a full study (`reproduce --full`), each as the report shows it, beside the paper's cell.
 OTHER_TABLES = (
     ("exp1_in_context", "Experiment 1 in context (Appendix B.6), exact match (%)", in_context_rows),
-    ("prompt_tuning", "Prompt tuning on one fact (Appendix B.8), final losses", prompt_tuning_rows),
+    (
+        "prompt_tuning",
+        "Prompt tuning on one fact (Appendix B.8), final losses; reverse − shuffled paired across seeds",
+        prompt_tuning_rows,
+    ),
     ("exp3", "Experiment 3, exact match on the 100 test pairs (%)", exp3_rows),
     ("exp2", "Experiment 2, parent vs child", exp2_rows),
 )

@@ -37,6 +37,10 @@ _REQUIRED_METRICS = {
 }
 
 
+# The training mode of an evaluation-only folder: the model as downloaded or built, before any finetuning.
+NOT_FINETUNED = "not finetuned"
+
+
 class ReportInputError(ValueError):
     """A run folder or metrics file the report cannot use: the message names it, on one line."""
 
@@ -71,7 +75,7 @@ def _check_metrics(path: Path, experiment: str, metrics: dict[str, Any]) -> None
 
 @dataclass(frozen=True)
 class Run:
-    """One run folder: its `run_info.json` (empty for an evaluation-only Exp 2 folder), metrics per experiment, and
+    """One run folder: its `run_info.json` (empty for an evaluation-only folder), metrics per experiment, and
     its learning curves when it has them."""
 
     run_dir: Path
@@ -97,7 +101,8 @@ class Run:
 
     @property
     def training_mode(self) -> str:
-        return str(self.info.get("training_mode", "full"))
+        """`full`, `prompt_tuning`, ... from run_info.json; a folder without one scored a model as it was given."""
+        return str(self.info.get("training_mode", "full")) if self.info else NOT_FINETUNED
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
@@ -106,7 +111,8 @@ class Run:
 
 
 def load_run(run_dir: Path) -> Run:
-    """Read one run folder, or raise `ReportInputError` naming what is missing."""
+    """Read one run folder, or raise `ReportInputError` naming what is missing, or metrics of weights the folder no
+    longer holds (their run id is not its run_info.json's; files without one, as committed results, are taken)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ReportInputError(f"{run_dir}: not a folder")
@@ -120,9 +126,10 @@ def load_run(run_dir: Path) -> Run:
         raise ReportInputError(f"{run_dir}: no eval/<experiment>_metrics.json (run `reversal-hf eval` first)")
     info_path = run_folder.run_info_path(run_dir)
     if not info_path.is_file():
-        # Exp 2 evaluates an existing model, so its folder may hold only the evaluation.
-        if set(metrics) != {"exp2"}:
-            raise ReportInputError(f"{run_dir}: no {run_folder.RUN_INFO} (not a training run folder)")
+        # An evaluation of a model we did not finetune (Exp 2; Exp 1 in context, App. B.6) is an `eval/` alone; a
+        # folder with more in it is a training run that never finished.
+        if any(path.name != run_folder.EVAL_DIRNAME for path in run_dir.iterdir()):
+            raise ReportInputError(f"{run_dir}: no {run_folder.RUN_INFO} (an unfinished training run)")
         return Run(run_dir, {}, metrics)
     info = _read_json(info_path)
     for name in _REQUIRED_RUN_INFO:
@@ -130,6 +137,12 @@ def load_run(run_dir: Path) -> Run:
             raise ReportInputError(f"{info_path}: missing field {name!r}")
     if not isinstance(info.get("resolved_config", {}), dict):
         raise ReportInputError(f"{info_path}: 'resolved_config' is not an object")
+    for experiment, payload in metrics.items():
+        if run_folder.scored_other_weights(info, payload):
+            raise ReportInputError(
+                f"{run_folder.metrics_path(run_dir, experiment)}: scores run {payload[run_folder.RUN_ID]}, but the "
+                f"folder now holds run {info[run_folder.RUN_ID]}: rerun `reversal-hf eval run {run_dir}`"
+            )
     return Run(run_dir, info, metrics, _read_curves(run_dir))
 
 
@@ -185,7 +198,7 @@ class RunGroup:
     def label(self) -> str:
         mode = "" if self.training_mode == "full" else f", {self.training_mode}"
         points = ", ".join(f"{key}={value}" for key, value in self.varying.items())
-        return f"{self.recipe} ({self.model}{mode})" + (f" [{points}]" if points else "")
+        return f"{self.recipe} ({self.model}{mode})".lstrip() + (f" [{points}]" if points else "")
 
     @property
     def run_dirs(self) -> list[str]:

@@ -1,22 +1,28 @@
 """The report's numbers, as JSON-ready dicts: every statistic keeps the per-run values it was computed from.
 
 Accuracies are fractions; the Markdown shows them as percentages. SD is the sample SD over seeds (ddof=1) and SE is
-SD/sqrt(n); both are None for a single seed, where they are undefined.
+SD/sqrt(n); both are None for a single seed, where they are undefined. An exact-match accuracy also carries `ci`, its
+95% interval (`reversal_hf.statistics.accuracy_interval`: Wilson for one run, a bootstrap over facts for several
+seeds), from the run folders' per-example tables. The likelihood tests are pooled over seeds per split and
+Holm-corrected across the table.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from reversal_hf import paper_numbers
+import pandas as pd
+
+from reversal_hf import paper_numbers, run_folder
 from reversal_hf.data import exp2 as exp2_data
 from reversal_hf.data.hub_layout import DatasetBuildError
 from reversal_hf.paths import REPO_ROOT
-from reversal_hf.reporting.runs import ReportInputError, Run, RunGroup
+from reversal_hf.reporting.runs import NOT_FINETUNED, ReportInputError, Run, RunGroup
+from reversal_hf.statistics import FactCounts, accuracy_interval, holm, paired_test, wilson_interval
 
 # Table 1 rows: the paper's names for the Exp 1 subsets.
 EXP1_DIRECTIONS = {"p2d": "NameToDescription", "d2p": "DescriptionToName"}
@@ -25,6 +31,8 @@ EXP1_SWEEP_SPLITS = ("p2d/test", "p2d/reverse_test", "d2p/test", "d2p/reverse_te
 IN_CONTEXT_ORDERS = ("same", "reverse")
 DATASET_CONFIG_AXIS = "dataset_config"
 PROMPT_TUNING_LOSSES = ("same_order_loss", "reverse_loss", "shuffled_reverse_loss")
+IN_CONTEXT_MAIN = "not finetuned (the paper's B.6)"
+IN_CONTEXT_EXTRA = "finetuned (ours, extra)"
 
 
 def stat(per_run: dict[str, float]) -> dict[str, Any] | None:
@@ -54,8 +62,52 @@ def _collect(group: RunGroup, *path: str) -> dict[str, float]:
     return found
 
 
-def _accuracy(group: RunGroup, split: str) -> dict[str, Any] | None:
-    return stat(_collect(group, "exact_match", split, "accuracy"))
+# The column of a per-example table that names the fact a row asks about: the unit the bootstrap resamples.
+FACT_COLUMNS = {"exp1": "name", "exp3": "pair_id"}
+
+
+def fact_counts(
+    run_dirs: Sequence[str | Path], experiment: str, split: str, order: Sequence[str] | None = None
+) -> FactCounts | None:
+    """Correct and total rows per fact of `split`, over the runs' `eval/<experiment>_examples.parquet`; None when a
+    run has no such rows (a run evaluated before the table existed, or a test's metrics-only folder)."""
+    facts: list[str] = []
+    correct: list[bool] = []
+    for run_dir in run_dirs:
+        path = run_folder.examples_path(run_dir, experiment)
+        if not path.is_file():
+            return None
+        table = pd.read_parquet(path, columns=["split", "exact_match", FACT_COLUMNS[experiment]])
+        rows = table[table["split"] == split]
+        if rows.empty:
+            return None
+        facts += rows[FACT_COLUMNS[experiment]].astype(str).tolist()
+        correct += rows["exact_match"].astype(bool).tolist()
+    return FactCounts.from_rows(facts, correct, order)
+
+
+def _interval(group: RunGroup, split: str, examples_split: str, *path: str) -> dict[str, Any] | None:
+    """The 95% interval of one accuracy cell: from the per-example rows, or, for one run without them, Wilson from
+    its metrics' accuracy and n."""
+    counts = fact_counts(group.run_dirs, group.experiment, examples_split)
+    if counts is not None:
+        return accuracy_interval(counts, len(group.runs))
+    accuracy, n = _collect(group, *path, split, "accuracy"), _collect(group, *path, split, "n")
+    if len(group.runs) != 1 or not accuracy or not n:
+        return None
+    (value,), (rows,) = accuracy.values(), n.values()
+    low, high = wilson_interval(round(value * rows), int(rows))
+    return {"low": low, "high": high, "method": "wilson"}
+
+
+def _accuracy(group: RunGroup, split: str, *path: str, prefix: str = "") -> dict[str, Any] | None:
+    """Mean ± SD over seeds of the accuracy at `path` (default `exact_match`) for `split`, with its 95% `ci`;
+    `prefix` + `split` is the split's name in the per-example table."""
+    path = path or ("exact_match",)
+    entry = stat(_collect(group, *path, split, "accuracy"))
+    if entry is not None:
+        entry["ci"] = _interval(group, split, prefix + split, *path)
+    return entry
 
 
 def _group_header(group: RunGroup) -> dict[str, Any]:
@@ -89,7 +141,9 @@ def _exp1_cells(group: RunGroup, subset: str) -> dict[str, Any]:
 
 
 def _in_context_cells(group: RunGroup, subset: str) -> dict[str, Any]:
-    return {order: stat(_collect(group, "in_context", f"{subset}/{order}", "accuracy")) for order in IN_CONTEXT_ORDERS}
+    return {
+        order: _accuracy(group, f"{subset}/{order}", "in_context", prefix="in_context/") for order in IN_CONTEXT_ORDERS
+    }
 
 
 def exp1_table(groups: list[RunGroup]) -> list[dict[str, Any]]:
@@ -103,13 +157,67 @@ def exp1_table(groups: list[RunGroup]) -> list[dict[str, Any]]:
     return table
 
 
+SINGLE_DRAW = "one seeded draw per prompt (old design)"
+
+
+def design(tests: list[dict[str, Any]]) -> str:
+    """Which random completions a split's tests compared against, from `n_random_per_fact` (absent: the old design)."""
+    counts = {test.get("n_random_per_fact") for test in tests}
+    if None in counts:
+        return SINGLE_DRAW
+    if counts == {1}:
+        return "one per prompt"
+    return f"every other fact's under the template (≥ {min(counts)} per prompt)"
+
+
+def pooled_test(tests: list[dict[str, Any]], measure: str = "summed") -> dict[str, Any] | None:
+    """One paired t-test and Wilcoxon test over facts × seeds: each fact's differences (correct minus random) averaged
+    over the seeds, then tested across facts, with a 95% interval of the mean difference. `measure` `per_token` uses
+    the per-token means. None where a seed's metrics hold no per-fact differences (the old single-draw design)."""
+    per_fact: dict[str, list[float]] = {}
+    for test in tests:
+        source = test.get("per_token") if measure == "per_token" else test
+        if not source or "differences" not in source or "facts" not in test:
+            return None
+        for fact, difference in zip(test["facts"], source["differences"], strict=True):
+            per_fact.setdefault(fact, []).append(difference)
+    if len(per_fact) < 2:
+        return None
+    return {**paired_test([statistics.fmean(values) for values in per_fact.values()]), "n_seeds": len(tests)}
+
+
+HOLM_MEASURES = ("summed", "per_token")
+HOLM_TESTS = ("ttest_pvalue", "wilcoxon_pvalue")
+
+
+def apply_holm(table: list[dict[str, Any]]) -> None:
+    """Holm's correction across the family of pooled tests of `table` (every model × split row), separately for each
+    test (t, Wilcoxon) and measure (summed, per-token): adds `<test>_holm` beside each pooled p-value."""
+    for measure in HOLM_MEASURES:
+        tests = [test["pooled"][measure] for group in table for test in group["tests"] if test["pooled"][measure]]
+        for key in HOLM_TESTS:
+            for test, adjusted in zip(tests, holm([test[key] for test in tests]), strict=True):
+                test[f"{key}_holm"] = adjusted
+
+
+def likelihood_family(table: list[dict[str, Any]]) -> str:
+    """The family Holm's correction runs over, in words (every table that shows adjusted p-values names it)."""
+    k = sum(1 for group in table for test in group["tests"] if test["pooled"]["summed"])
+    return (
+        f"the {k} pooled test(s) of this table (one per model × split), Holm-adjusted separately for the t-test and "
+        "the Wilcoxon test and for summed and per-token log-probs"
+    )
+
+
 def likelihood_table(groups: list[RunGroup]) -> list[dict[str, Any]]:
-    """Figure 4's numbers: correct vs random completion log-prob and each seed's t-test and KS p-values."""
+    """Figure 4's numbers: correct vs random completion log-prob, per seed (t-test and KS p-values, as before) and
+    pooled over facts × seeds (paired t and Wilcoxon with a 95% interval, Holm-corrected across the table)."""
     table = []
     for group in groups:
         splits = list(dict.fromkeys(s for _, m in group.metrics() for s in m.get("likelihood", {})))
         tests = []
         for split in splits:
+            per_seed = [m["likelihood"][split] for _, m in group.metrics() if split in m.get("likelihood", {})]
             ttest = _collect(group, "likelihood", split, "ttest_pvalue")
             ks = _collect(group, "likelihood", split, "ks_pvalue")
             significant = [
@@ -118,25 +226,30 @@ def likelihood_table(groups: list[RunGroup]) -> list[dict[str, Any]]:
             tests.append(
                 {
                     "split": split,
+                    "design": design(per_seed),
                     "correct_logprob": stat(_collect(group, "likelihood", split, "mean_correct_logprob")),
                     "random_logprob": stat(_collect(group, "likelihood", split, "mean_random_logprob")),
                     "ttest_pvalue": ttest,
                     "ks_pvalue": ks,
                     "n_significant": len(significant),
+                    "pooled": {measure: pooled_test(per_seed, measure) for measure in HOLM_MEASURES},
                 }
             )
         if tests:
             table.append({**_group_header(group), "tests": tests})
+    apply_holm(table)
     return table
 
 
 def in_context_table(groups: list[RunGroup]) -> list[dict[str, Any]]:
-    """Appendix B.6: in-context accuracy with the fact in the same vs the reverse order, per subset."""
+    """Appendix B.6: in-context accuracy with the fact in the same vs the reverse order, per subset. The paper scored
+    the model that was not finetuned: its rows come first as the main result, finetuned checkpoints follow as ours."""
     table = []
-    for group in groups:
+    for group in sorted(groups, key=lambda g: g.training_mode != NOT_FINETUNED):
         rows = _per_subset(group, _in_context_cells)
         if any(row[order] for row in rows for order in IN_CONTEXT_ORDERS):
-            table.append({**_group_header(group), "rows": rows})
+            role = IN_CONTEXT_MAIN if group.training_mode == NOT_FINETUNED else IN_CONTEXT_EXTRA
+            table.append({**_group_header(group), "role": role, "rows": rows})
     return table
 
 
@@ -245,7 +358,9 @@ def sweeps(groups: list[RunGroup], splits_of: dict[str, tuple[str, ...]]) -> lis
             for row in row_values:
                 line = []
                 for col in col_values:
-                    accuracies = [_accuracy(g, split) for g in cells.get((str(row), str(col)), [])]
+                    accuracies = [
+                        stat(_collect(g, "exact_match", split, "accuracy")) for g in cells.get((str(row), str(col)), [])
+                    ]
                     accuracy = next((a for a in accuracies if a is not None), None)
                     line.append(None if accuracy is None else accuracy["mean"])
                 means.append(line)
@@ -267,13 +382,30 @@ def sweeps(groups: list[RunGroup], splits_of: dict[str, tuple[str, ...]]) -> lis
     return grids
 
 
+def _reverse_minus_shuffled(group: RunGroup) -> dict[str, Any] | None:
+    """B.8's comparison as a paired test across seeds: each seed's reverse loss minus its shuffled-reverse loss
+    (nats). Below 0: the tuned fact's own reverse prompt makes its completion likelier than other facts' prompts do,
+    the sign of a learned reverse; 0 or above: no sign of it. None below two seeds."""
+    reverse, shuffled = (_collect(group, "prompt_tuning", name) for name in ("reverse_loss", "shuffled_reverse_loss"))
+    seeds = [run for run in reverse if run in shuffled]
+    if len(seeds) < 2:
+        return None
+    return paired_test([reverse[run] - shuffled[run] for run in seeds])
+
+
 def prompt_tuning_table(groups: list[RunGroup]) -> list[dict[str, Any]]:
-    """Figure 9's numbers: prompt-tuning losses (same order, reverse, shuffled reverse), mean ± SE over seeds."""
+    """Figure 9's numbers: prompt-tuning losses (same order, reverse, shuffled reverse), mean ± SE over seeds, and
+    the reverse-vs-shuffled paired test per group, Holm-corrected across the table's groups."""
     table = []
     for group in groups:
         losses = {name: stat(_collect(group, "prompt_tuning", name)) for name in PROMPT_TUNING_LOSSES}
         if any(losses.values()):
-            table.append({**_group_header(group), "losses": losses})
+            test = _reverse_minus_shuffled(group)
+            table.append({**_group_header(group), "losses": losses, "reverse_vs_shuffled": test})
+    tests = [group["reverse_vs_shuffled"] for group in table if group["reverse_vs_shuffled"]]
+    for key in HOLM_TESTS:
+        for test, adjusted in zip(tests, holm([test[key] for test in tests]), strict=True):
+            test[f"{key}_holm"] = adjusted
     return table
 
 

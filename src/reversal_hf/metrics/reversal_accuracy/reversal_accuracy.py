@@ -10,6 +10,8 @@ import datasets
 import evaluate
 from scipy import stats
 
+from reversal_hf.statistics import paired_test
+
 _CITATION = """\
 @inproceedings{berglund2024reversal,
   title={The Reversal Curse: {LLMs} trained on ``{A} is {B}'' fail to learn ``{B} is {A}''},
@@ -24,9 +26,10 @@ _CITATION = """\
 _DESCRIPTION = """\
 Scores of the Reversal Curse paper for one evaluation set. `exact_match`: a greedy generation is correct when, both
 stripped (and lower-cased unless `case_sensitive=True`), it starts with the reference, as in the paper's code.
-`likelihood`: whether a model gives the correct completion a higher log-probability than a random wrong one (one
-value per fact, averaged over its held-out prompts first): means, a paired t-test and a two-sample
-Kolmogorov-Smirnov test, both two-sided as in the paper.
+`likelihood`: whether a model gives the correct completion a higher log-probability than random wrong ones (one
+value per fact, averaged over its held-out prompts and over its random completions first): means, the per-fact
+differences with a 95% interval of their mean, a paired t-test, a Wilcoxon signed-rank test and a two-sample
+Kolmogorov-Smirnov test, all two-sided as in the paper.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -40,14 +43,21 @@ Returns:
 
 Configuration `likelihood`:
     correct_logprobs (`list` of `float`): log-probability of the correct completion, one per fact.
-    random_logprobs (`list` of `float`): log-probability of a random wrong completion, paired with the above.
+    random_logprobs (`list` of `float`): log-probability of random wrong completions (their mean, when a fact is
+        scored against several), paired with the above.
     alpha (`float`, default 0.05): significance level.
+    n_random_per_fact (`int`, default 1): how many random completions each random value averages (reported back).
 Returns:
     mean_correct_logprob, mean_random_logprob (`float`): the means of the two inputs.
     ttest_statistic, ttest_pvalue (`float`): `scipy.stats.ttest_rel(correct, random)`, two-sided.
     ks_statistic, ks_pvalue (`float`): `scipy.stats.ks_2samp(correct, random)`, two-sided.
     significant (`bool`): the correct mean is higher and `ttest_pvalue < alpha`.
     n (`int`): number of pairs (at least 2).
+    differences (`list` of `float`): correct minus random per pair, in input order (pooling across seeds needs them).
+    mean_difference, difference_ci_low, difference_ci_high (`float`): their mean and its 95% t interval.
+    wilcoxon_statistic, wilcoxon_pvalue (`float`): `scipy.stats.wilcoxon(correct, random)`, two-sided.
+    n_random_per_fact (`int`): as given.
+    A statistic scipy leaves undefined (all differences 0) is None.
 
 Examples:
     >>> metric = evaluate.load(REVERSAL_ACCURACY)
@@ -109,24 +119,41 @@ class ReversalAccuracy(evaluate.Metric):
         matches = [is_exact_match(p, r, case_sensitive) for p, r in zip(predictions, references, strict=True)]
         return {"accuracy": sum(matches) / len(matches), "n": len(matches)}
 
-    def _likelihood(self, correct_logprobs: list[float], random_logprobs: list[float], alpha: float = 0.05) -> dict:
+    def _likelihood(
+        self,
+        correct_logprobs: list[float],
+        random_logprobs: list[float],
+        alpha: float = 0.05,
+        n_random_per_fact: int = 1,
+    ) -> dict:
         if len(correct_logprobs) < 2:
             raise ValueError(f"correct_logprobs has {len(correct_logprobs)} values; the paired tests need at least 2")
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+        if n_random_per_fact < 1:
+            raise ValueError(f"n_random_per_fact must be at least 1, got {n_random_per_fact}")
         _check_finite(correct_logprobs, "correct_logprobs")
         _check_finite(random_logprobs, "random_logprobs")
-        ttest = stats.ttest_rel(correct_logprobs, random_logprobs)
+        differences = [c - r for c, r in zip(correct_logprobs, random_logprobs, strict=True)]
+        paired = paired_test(differences)
         ks = stats.ks_2samp(correct_logprobs, random_logprobs)
         mean_correct = sum(correct_logprobs) / len(correct_logprobs)
         mean_random = sum(random_logprobs) / len(random_logprobs)
+        pvalue = paired["ttest_pvalue"]
         return {
             "mean_correct_logprob": mean_correct,
             "mean_random_logprob": mean_random,
-            "ttest_statistic": float(ttest.statistic),
-            "ttest_pvalue": float(ttest.pvalue),
+            "ttest_statistic": paired["ttest_statistic"],
+            "ttest_pvalue": pvalue,
             "ks_statistic": float(ks.statistic),
             "ks_pvalue": float(ks.pvalue),
-            "significant": bool(mean_correct > mean_random and ttest.pvalue < alpha),
+            "significant": bool(mean_correct > mean_random and pvalue is not None and pvalue < alpha),
             "n": len(correct_logprobs),
+            "n_random_per_fact": n_random_per_fact,
+            "mean_difference": paired["mean_difference"],
+            "difference_ci_low": paired["ci_low"],
+            "difference_ci_high": paired["ci_high"],
+            "wilcoxon_statistic": paired["wilcoxon_statistic"],
+            "wilcoxon_pvalue": paired["wilcoxon_pvalue"],
+            "differences": differences,
         }
