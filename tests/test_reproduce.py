@@ -139,25 +139,49 @@ def test_readme_block_of_a_study_is_its_reports_first_table(tmp_path: Path) -> N
 
 
 def test_full_dry_run_prints_the_papers_plan_and_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    """`--full --dry-run` for SmolLM2: Exp 2, 3 Exp 1 seeds evaluated in context too, 3 prompt-tuning seeds, Exp 3
-    both orders (the longest, last) and the report; nothing is written."""
+    """`--full --dry-run` for SmolLM2, with the paper's seeds by default: Exp 2, 3 Exp 1 seeds evaluated in context too,
+    10 prompt-tuning seeds and their 10 random-initialised controls, Exp 3 both orders x 5 seeds for the recipe's fixed
+    20 epochs (the longest, last) and the report; nothing is written."""
     out = tmp_path / "smollm2"
     assert main(["--full", "--model", "smollm2-135m", "--seeds", "3", "--output", str(out), "--dry-run"]) == 0
     printed = capsys.readouterr().out
     runs = [line.split() for line in printed.splitlines() if line.startswith("train ")]
+    prompt_tuning = "exp1_smollm2_135m_prompt_tuning"
     assert [(run[1], run[3], run[5]) for run in runs] == [
         *(("exp1_smollm2_135m", str(seed), str(out / "runs" / f"exp1-seed{seed}")) for seed in range(3)),
+        *((prompt_tuning, str(seed), str(out / "runs" / f"exp1-prompt-tuning-seed{seed}")) for seed in range(10)),
         *(
-            ("exp1_smollm2_135m_prompt_tuning", str(seed), str(out / "runs" / f"exp1-prompt-tuning-seed{seed}"))
-            for seed in range(3)
+            (prompt_tuning, str(seed), str(out / "runs" / f"exp1-prompt-tuning-random-init-seed{seed}"))
+            for seed in range(10)
         ),
-        *(("exp3_smollm2_135m", "0", str(out / "runs" / f"exp3-{config}")) for config in EXP3_CONFIGS),
+        *(
+            ("exp3_smollm2_135m", str(seed), str(out / "runs" / f"exp3-{config}-seed{seed}"))
+            for seed in range(5)
+            for config in EXP3_CONFIGS
+        ),
     ]
+    overrides = [line for line in printed.splitlines() if line.strip().startswith("overrides: ")]
+    assert ["--prompt_tuning_init random" in line for line in overrides] == [False] * 13 + [True] * 10 + [False] * 10
     evaluations = [line for line in printed.splitlines() if line.strip().startswith("evaluate: ")]
-    assert ["'in_context': True" in line for line in evaluations] == [True] * 3 + [False] * 5
+    assert ["'in_context': True" in line for line in evaluations] == [True] * 3 + [False] * 30
     assert f"--dataset_config {EXP3_CONFIGS[0]}" in printed and "--max_steps" not in printed
     assert f"evaluate exp2 on smollm2-135m -> {out / 'exp2'}" in printed
+    assert f"evaluate exp1 in context on smollm2-135m -> {out / 'exp1-base-model'}" in printed  # App. B.6
     assert not out.exists()
+
+
+def test_full_dry_run_takes_fewer_seeds(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--full", "--model", "smollm2-135m", "--seeds", "1", "--exp3-seeds", "2", "--prompt-tuning-seeds", "1"]
+    assert main([*argv, "--dry-run"]) == 0
+    names = [Path(line.split()[-1]).name for line in capsys.readouterr().out.splitlines() if line.startswith("train ")]
+    assert names == [
+        "exp1-seed0",
+        "exp1-prompt-tuning-seed0",
+        "exp1-prompt-tuning-random-init-seed0",
+        *(f"exp3-{config}-seed{seed}" for seed in range(2) for config in EXP3_CONFIGS),
+    ]
+    assert main([*argv[:-1], "0", "--dry-run"]) == 1
+    assert "--prompt-tuning-seeds must be at least 1" in capsys.readouterr().err
 
 
 def test_quick_dry_run_is_exp1_alone_on_the_tiny_model(capsys: pytest.CaptureFixture[str]):
@@ -207,3 +231,24 @@ def test_readme_block_of_a_full_study_shows_every_experiment_and_its_time_over_s
     assert "**Experiment 3, exact match on the 100 test pairs (%)**" in block
     assert "| smollm2-135m | 1 | question_to_answer/test | same | 50.0 | > 80 |" in block
     assert "Experiment 2" not in block  # not in this study's metrics
+
+
+def test_base_model_step_scores_exp1_in_context_and_the_report_shows_it_as_b6s_main_row(
+    tmp_path: Path, tiny_model_dir: Path, exp1_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--full`'s first Exp 1 step evaluates the model that was not finetuned, as Appendix B.6 did; its folder is an
+    `eval/` alone, which the report reads as the in-context table's main row."""
+    from reversal_hf import reproduce, run_folder
+    from reversal_hf.report import collect
+    from reversal_hf.reporting import tables
+    from reversal_hf.reporting.runs import load_runs
+
+    monkeypatch.setattr(reproduce, "DATASETS_DIR", exp1_dataset_dir.parent)
+    plan = reproduce.Plan("tiny-exp1", "exp1_tiny", "exp3_tiny", 1, True, tmp_path / "study", "exp1_prompt_tuning")
+    folder = reproduce.run_exp1_base_model(plan, str(tiny_model_dir))
+    assert folder == plan.base_model_dirs[1] and [p.name for p in folder.iterdir()] == ["eval"]
+    metrics = run_folder.read_metrics(folder, "exp1")
+    assert set(metrics["in_context"]) == {f"{s}/{o}" for s in ("p2d", "d2p") for o in ("same", "reverse")}
+    assert reproduce.finished_steps(plan) == [folder]
+    (row,) = collect(load_runs([folder]))["exp1_in_context"]
+    assert row["role"] == tables.IN_CONTEXT_MAIN and row["training_mode"] == "not finetuned"

@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import typing
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,13 @@ class ScriptArguments(trl.ScriptArguments):
             "the soft prompt from the fact's text."
         },
     )
+    prompt_tuning_init: Literal["text", "random"] = field(
+        default="text",
+        metadata={
+            "help": "Prompt tuning with prompt_tuning_fact: the soft prompt starts from the fact's text (the paper), "
+            "or `random`, the same number of random vectors (the control for 'the fact is in the initialisation')."
+        },
+    )
     num_virtual_tokens: int | None = field(
         default=None, metadata={"help": "Soft prompt length; default: the token count of the fact's text."}
     )
@@ -108,7 +116,7 @@ class ScriptArguments(trl.ScriptArguments):
         default=None,
         metadata={
             "help": "Exp 3: stop training once a curve point's exact match on the realized pairs reaches this "
-            "fraction (the paper trained until the examples were learned); implies eval_curves_realized."
+            "fraction; implies eval_curves_realized. Ours, not the paper's protocol (a fixed 20 epochs, App. D.1)."
         },
     )
     allow_truncation: bool = field(
@@ -230,7 +238,39 @@ class RecipeParser(trl.TrlParser):
         super().__init__(recipe_arguments(), exit_on_error=False)
 
     def set_defaults_with_config(self, **config: Any) -> list[str]:
-        return super().set_defaults_with_config(**resolve_bases(config))
+        config = resolve_bases(config)
+        check_numbers(config)
+        return super().set_defaults_with_config(**config)
+
+
+def numeric_fields() -> set[str]:
+    """The recipe fields whose type is a number (`int`, `float`, either or None)."""
+    return {
+        name
+        for arguments in recipe_arguments()
+        for name, hint in typing.get_type_hints(arguments).items()
+        if hint is not bool and set(typing.get_args(hint) or (hint,)) - {type(None)} <= {int, float}
+    }
+
+
+def check_numbers(config: dict[str, Any]) -> None:
+    """A number field given a list, mapping or boolean in YAML (a grid's values pasted as a field): argparse converts
+    only strings, so such a value would reach the trainer as it is."""
+    for name in sorted(numeric_fields() & config.keys()):
+        value = config[name]
+        if isinstance(value, bool) or not isinstance(value, int | float | str | None):
+            raise RecipeError(f"{name}: a number, got {value!r}")
+
+
+def check_hyperparameters(recipe: Recipe) -> None:
+    """Values that would train nothing, or nonsense, with exit 0 (a run of 0 epochs "finishes" with loss 0)."""
+    args = recipe.training_args
+    if args.num_train_epochs <= 0:
+        raise RecipeError(f"{recipe.name}: num_train_epochs must be > 0, got {args.num_train_epochs}")
+    if args.max_steps < -1:
+        raise RecipeError(f"{recipe.name}: max_steps must be -1 (use num_train_epochs) or >= 0, got {args.max_steps}")
+    if args.learning_rate <= 0:
+        raise RecipeError(f"{recipe.name}: learning_rate must be > 0, got {args.learning_rate}")
 
 
 def list_recipes(backend: str | None = None) -> list[str]:
@@ -358,6 +398,7 @@ def parse_recipe(args: list[str], *, as_cpu_host: bool = False) -> Recipe:
             args = [*args, "--bf16", str(precision.bf16).lower()]
     recipe = _parse(parser, path, [*args, "--use_cpu", "true"] if as_cpu_host else args)
     recipe.precision = precision
+    check_hyperparameters(recipe)
     if recipe.training_args.padding_free and recipe.script_args.training_mode == "prompt_tuning":
         # As for isolated_padding_free: PEFT drops position_ids, the only thing keeping TRL's packed documents apart.
         raise RecipeError(f"{path.stem}: padding_free does not work with prompt tuning: set it to false")

@@ -5,10 +5,12 @@ once per seed through the real launcher, evaluates every run on the dataset revi
 `report.md`, the figures, `metrics.json` and a table for the terminal. Finished steps are kept, so a rerun resumes,
 and the report is rewritten after every step (`metrics.json` lists what is `pending`); `--report-only` writes it for a
 study stopped part way, without running anything.
-With `--full` it runs the experiments as the paper did: Experiment 1 also evaluated in context (Appendix B.6),
-Experiment 3 on both datasets with learning curves, trained until the realized examples are learned (the recipe's
-stopping rule), prompt tuning (Appendix B.8) for every seed where the model has such a recipe, and Experiment 2
-(likelihood of parent vs child). `--dry-run` prints that plan without running it.
+With `--full` it runs the experiments as the paper did: Experiment 1 also evaluated in context (Appendix B.6: the
+base model, as the paper scored it, and each finetuned seed as a labelled extra), Experiment 3 on both datasets for a
+fixed 20 epochs with learning curves and the paper's 5 seeds (Sec. 4, App. D.1), prompt tuning (Appendix B.8) with the
+paper's 10 seeds where the model has such a recipe, each beside a control whose soft prompt starts random rather than
+from the fact's text, and Experiment 2 (likelihood of parent vs child). `--dry-run` prints that plan without running
+it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from reversal_hf.data import exp3 as exp3_data
 from reversal_hf.data.cli import run_command
 from reversal_hf.data.hub_layout import DatasetBuildError
 from reversal_hf.evaluation.errors import EvaluationError
+from reversal_hf.evaluation.exp1 import Exp1Arguments, evaluate_exp1
 from reversal_hf.evaluation.exp2 import Exp2Arguments, evaluate_exp2
 from reversal_hf.evaluation.run import RunArguments, evaluate_run
 from reversal_hf.models import ModelPrepareError, prepare_model
@@ -44,6 +47,10 @@ from reversal_hf.reporting.runs import ReportInputError
 # A shortened run for CI: a few optimizer steps, a few examples per split; it checks the plumbing, not the result.
 QUICK_TRAIN_OVERRIDES = ["--max_steps", "8"]
 QUICK_EXAMPLES_PER_SPLIT = 16
+# Appendix B.6 scores the model that was not finetuned: its Exp 1 evaluation (in context too) has its own folder.
+BASE_MODEL_EXP1 = "exp1-base-model"
+# B.8's control: a soft prompt of the same length initialised at random, not from the fact's text.
+RANDOM_INIT_OVERRIDES = ("--prompt_tuning_init", "random")
 # The evaluation options `--dry-run` shows (the others are the OpenAI endpoint's, unused by local models).
 EVALUATION_OPTIONS = ("in_context", "max_examples_per_split", "batch_size", "seed")
 
@@ -87,13 +94,16 @@ class Plan:
     quick: bool
     output: Path
     prompt_tuning_recipe: str | None = None
+    exp3_seeds: int = 5  # the paper's (Sec. 4, App. D.1)
+    prompt_tuning_seeds: int = 10  # the paper's (App. B.8)
 
     @property
     def full(self) -> bool:
         return self.exp3_recipe is not None
 
     def training_runs(self) -> list[PlannedRun]:
-        """Every run, in training order, shortest first: Exp 1 per seed, prompt tuning per seed, Exp 3 per order."""
+        """Every run, in training order, shortest first: Exp 1 per seed, prompt tuning per seed (text-initialised, then
+        the random-initialised control), Exp 3 per seed and order."""
         runs_dir = self.output / "runs"
         limit = QUICK_EXAMPLES_PER_SPLIT if self.quick else None
         exp1_evaluation = RunArguments(max_examples_per_split=limit, in_context=self.full)
@@ -103,20 +113,35 @@ class Plan:
         ]
         evaluation = RunArguments(max_examples_per_split=limit)
         if self.prompt_tuning_recipe:
-            runs += [
-                PlannedRun(self.prompt_tuning_recipe, seed, runs_dir / f"exp1-prompt-tuning-seed{seed}", (), evaluation)
-                for seed in range(self.seeds)
-            ]
+            for name, overrides in (("prompt-tuning", ()), ("prompt-tuning-random-init", RANDOM_INIT_OVERRIDES)):
+                runs += [
+                    PlannedRun(
+                        self.prompt_tuning_recipe, seed, runs_dir / f"exp1-{name}-seed{seed}", overrides, evaluation
+                    )
+                    for seed in range(self.prompt_tuning_seeds)
+                ]
         if self.exp3_recipe:  # both instruction orders, reported side by side; the longest runs, so last
             runs += [
-                PlannedRun(self.exp3_recipe, 0, runs_dir / f"exp3-{config}", ("--dataset_config", config), evaluation)
+                PlannedRun(
+                    self.exp3_recipe,
+                    seed,
+                    runs_dir / f"exp3-{config}-seed{seed}",
+                    ("--dataset_config", config),
+                    evaluation,
+                )
+                for seed in range(self.exp3_seeds)
                 for config in exp3_data.CONFIGS
             ]
         return runs
 
+    @property
+    def base_model_dirs(self) -> list[Path]:
+        """`--full`: the evaluations of the model that was not finetuned, Exp 2 and Exp 1 in context (App. B.6)."""
+        return [self.output / "exp2", self.output / BASE_MODEL_EXP1] if self.full else []
+
     def step_dirs(self) -> list[Path]:
-        """Every folder the job fills, in order: Exp 2's evaluation (`--full`), then each training run."""
-        return ([self.output / "exp2"] if self.full else []) + [run.run_dir for run in self.training_runs()]
+        """Every folder the job fills, in order: the base model's evaluations (`--full`), then each training run."""
+        return self.base_model_dirs + [run.run_dir for run in self.training_runs()]
 
     def describe(self) -> str:
         """The plan as `--dry-run` prints it: Exp 2, then every run with its overrides and evaluation options."""
@@ -127,6 +152,7 @@ class Plan:
         if self.full:
             limit = f", {QUICK_EXAMPLES_PER_SPLIT} pairs" if self.quick else ""
             lines.append(f"evaluate exp2 on {self.model} -> {self.output / 'exp2'} (hf backend{limit})")
+            lines.append(f"evaluate exp1 in context on {self.model} -> {self.output / BASE_MODEL_EXP1}{limit}")
         for run in self.training_runs():
             overrides = ["--seed", str(run.seed), "--output_dir", str(run.run_dir), *run.overrides, *quick]
             options = {key: getattr(run.evaluation, key) for key in EVALUATION_OPTIONS}
@@ -240,6 +266,27 @@ def run_exp2(plan: Plan, model_path: str) -> Path:
     return folder
 
 
+def run_exp1_base_model(plan: Plan, model_path: str) -> Path:
+    """Experiment 1 on the model before finetuning: in context as Appendix B.6 scored it, and the held-out splits as
+    the untrained control of the exact-match and likelihood tests."""
+    folder = plan.output / BASE_MODEL_EXP1
+    if run_folder.read_metrics(folder, "exp1") is not None:
+        print(f"[reproduce] {run_folder.metrics_path(folder, 'exp1')} already written: kept")
+        return folder
+    print(f"[reproduce] Experiment 1 on {plan.model}, not finetuned -> {folder}", flush=True)
+    limit = QUICK_EXAMPLES_PER_SPLIT if plan.quick else None
+    evaluate_exp1(
+        Exp1Arguments(
+            model=model_path,
+            dataset=str(DATASETS_DIR / "reversal-exp1"),
+            output=folder,
+            in_context=True,
+            max_examples_per_split=limit,
+        )
+    )
+    return folder
+
+
 def provenance_commits(run_dirs: list[Path]) -> list[str]:
     """The commits the runs were trained at (several when a study was resumed after a change)."""
     infos = [run_folder.read_run_info(run_dir) for run_dir in run_dirs]
@@ -250,6 +297,8 @@ def provenance(plan: Plan, run_dirs: list[Path]) -> dict[str, Any]:
     """The command, machine, date and code of this job, so a reader can rerun it and know what to expect."""
     commits = provenance_commits(run_dirs)
     command = ["make", "reproduce-full" if plan.full else "reproduce", f"SEEDS={plan.seeds}"]
+    if plan.full:
+        command += [f"EXP3_SEEDS={plan.exp3_seeds}", f"PROMPT_TUNING_SEEDS={plan.prompt_tuning_seeds}"]
     return {
         "command": " ".join([*command, *(["QUICK=1"] if plan.quick else []), f"OUT={plan.output}"]),
         "date": datetime.now(UTC).date().isoformat(),
@@ -282,7 +331,7 @@ def finished_steps(plan: Plan) -> list[Path]:
     """The plan's folders (Exp 2's, then each run's) whose evaluation is written, in plan order."""
     finished = []
     for folder in plan.step_dirs():
-        info = run_folder.read_run_info(folder) or {"experiment": "exp2"}
+        info = run_folder.read_run_info(folder) or {"experiment": "exp1" if folder.name == BASE_MODEL_EXP1 else "exp2"}
         if run_folder.read_metrics(folder, info.get("experiment")) is not None:
             finished.append(folder)
     return finished
@@ -319,7 +368,8 @@ def reproduce(plan: Plan) -> Path:
     model_path = str(prepare_model(plan.model)) if not Path(plan.model).exists() else plan.model
     if plan.exp3_recipe:
         exp3_data.leak_check(ensure_dataset("reversal-exp3", exp3_data))
-    steps = [(plan.output / "exp2", partial(run_exp2, plan, model_path))] if plan.full else []  # before the hours
+    base_model_steps = (partial(run_exp2, plan, model_path), partial(run_exp1_base_model, plan, model_path))
+    steps = list(zip(plan.base_model_dirs, base_model_steps, strict=True)) if plan.full else []  # before the hours
     steps += [(run.run_dir, partial(train_and_evaluate, run, plan.quick)) for run in plan.training_runs()]
     run_dirs: list[Path] = []
     for folder, step in steps:
@@ -353,14 +403,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write the report and metrics.json of the steps finished so far (a stopped study), run nothing",
     )
+    parser.add_argument(
+        "--exp3-seeds", type=int, default=5, help="--full: Experiment 3 seeds per instruction order (the paper's 5)"
+    )
+    parser.add_argument(
+        "--prompt-tuning-seeds", type=int, default=10, help="--full: Appendix B.8 seeds, each with its control (10)"
+    )
     parser.add_argument("--model", default="tiny-exp1", help="registered model name or folder (default tiny-exp1)")
     parser.add_argument("--output", type=Path, default=Path("results/reproduce"), help="results folder")
     return parser
 
 
 def plan_from_args(args: argparse.Namespace) -> Plan:
-    if args.seeds < 1:
-        raise ReproduceError("--seeds must be at least 1")
+    for option in ("seeds", "exp3_seeds", "prompt_tuning_seeds"):
+        if getattr(args, option) < 1:
+            raise ReproduceError(f"--{option.replace('_', '-')} must be at least 1")
     family = "tiny" if args.model.startswith("tiny") else args.model.replace("-", "_")
     prompt_tuning = f"exp1_{family}_prompt_tuning"
     return Plan(
@@ -372,6 +429,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         output=args.output,
         # Appendix B.8 where the model has a prompt-tuning recipe (the tiny models do not)
         prompt_tuning_recipe=prompt_tuning if args.full and (RECIPES_DIR / f"{prompt_tuning}.yaml").is_file() else None,
+        exp3_seeds=args.exp3_seeds,
+        prompt_tuning_seeds=args.prompt_tuning_seeds,
     )
 
 
