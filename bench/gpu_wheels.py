@@ -18,7 +18,7 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
-from reversal_hf.data.cli import run_command
+from reversal_hf.command import run_command
 from reversal_hf.files import staged_dir
 from reversal_hf.paths import REPO_ROOT
 

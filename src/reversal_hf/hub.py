@@ -22,7 +22,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import filter_repo_objects, httpx, validate_repo_id
 from huggingface_hub.utils.sha import git_hash
 
-from reversal_hf.data.cli import run_command
+from reversal_hf.command import run_command
 from reversal_hf.data.hub_layout import verified_shards
 from reversal_hf.files import FileFormatError
 

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from reversal_hf import __version__, files, paper_numbers, run_folder
+from reversal_hf.command import run_command
 from reversal_hf.configs import read_recipe
 from reversal_hf.data import exp1 as exp1_data
-from reversal_hf.data.cli import run_command
 from reversal_hf.evaluation.run import RunArguments
 from reversal_hf.models import prepare_model
 from reversal_hf.precision import machine_info

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from reversal_hf import paths
-from reversal_hf.data.cli import run_command
+from reversal_hf.command import run_command
 from reversal_hf.files import FileFormatError, staged_dir
 
 SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}

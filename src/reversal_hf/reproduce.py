@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from reversal_hf import files, launch, run_folder
+from reversal_hf.command import run_command
 from reversal_hf.configs import RECIPES_DIR, RecipeError
 from reversal_hf.data import exp1 as exp1_data
 from reversal_hf.data import exp2 as exp2_data
 from reversal_hf.data import exp3 as exp3_data
-from reversal_hf.data.cli import run_command
 from reversal_hf.data.hub_layout import DatasetBuildError
 from reversal_hf.evaluation.errors import EvaluationError
 from reversal_hf.evaluation.exp1 import Exp1Arguments, evaluate_exp1

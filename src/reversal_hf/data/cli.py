@@ -1,20 +1,13 @@
-"""What the dataset commands' `main`s share: the config list, the input/output options, and how a run ends.
-
-A run ends in one of two ways: a one-line `error: ...` on stderr and exit status 1, or exit status 0 after one line
-saying what was written (unless the command reports its own progress).
-"""
+"""What the dataset commands' `main`s share: the config list and the input/output options (they end through
+`reversal_hf.command.run_command`, as every command does)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from reversal_hf.data.hub_layout import DatasetBuildError
-
-T = TypeVar("T")
 
 
 def check_configs(names: Iterable[str], known: Sequence[str]) -> None:
@@ -46,21 +39,3 @@ def add_output_arguments(parser: argparse.ArgumentParser, output: Path) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace --output even when it is not empty and not a dataset build"
     )
-
-
-def run_command(
-    action: Callable[[], T],
-    errors: tuple[type[Exception], ...],
-    done: Callable[[T], str] | None = "wrote {}".format,
-    describe: Callable[[Exception], str] = str,
-) -> int:
-    """Run `action`; print `done(result)` (unless `done` is None) and return 0, or print `error: <describe(error)>` to
-    stderr and return 1."""
-    try:
-        result = action()
-    except errors as err:
-        print(f"error: {describe(err)}", file=sys.stderr)
-        return 1
-    if done is not None:
-        print(done(result))
-    return 0

@@ -16,7 +16,8 @@ from typing import Any
 
 import datasets
 
-from reversal_hf.data.cli import add_output_arguments, check_configs, run_command
+from reversal_hf.command import run_command
+from reversal_hf.data.cli import add_output_arguments, check_configs
 from reversal_hf.data.exp1_card import make_card
 from reversal_hf.data.exp1_generate import build_generated, read_generation_templates, sample_facts
 from reversal_hf.data.exp1_paper import PAPER_EXP1_DIR, TEMPLATES_DIR, build_from_paper

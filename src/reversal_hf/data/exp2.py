@@ -15,7 +15,8 @@ from pathlib import Path
 
 import datasets
 
-from reversal_hf.data.cli import add_input_output_arguments, parse_configs, run_command
+from reversal_hf.command import run_command
+from reversal_hf.data.cli import add_input_output_arguments, parse_configs
 from reversal_hf.data.features import value_features
 from reversal_hf.data.hub_layout import DatasetBuildError, DatasetCard, check_output_dir, write_hub_dataset
 from reversal_hf.data.prompts import (

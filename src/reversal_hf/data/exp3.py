@@ -25,7 +25,8 @@ from typing import Any
 
 import datasets
 
-from reversal_hf.data.cli import add_input_output_arguments, parse_configs, run_command
+from reversal_hf.command import run_command
+from reversal_hf.data.cli import add_input_output_arguments, parse_configs
 from reversal_hf.data.features import value_features
 from reversal_hf.data.hub_layout import DatasetBuildError, DatasetCard, check_output_dir, write_hub_dataset
 from reversal_hf.data.leak_check import held_out_prompt_leaks, raise_on_leaks, read_splits

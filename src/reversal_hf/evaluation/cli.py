@@ -14,7 +14,7 @@ from typing import Any
 from transformers import HfArgumentParser
 
 from reversal_hf import run_folder
-from reversal_hf.data.cli import run_command
+from reversal_hf.command import run_command
 from reversal_hf.evaluation.errors import EvaluationError
 from reversal_hf.evaluation.exp1 import Exp1Arguments, evaluate_exp1
 from reversal_hf.evaluation.exp2 import Exp2Arguments, evaluate_exp2

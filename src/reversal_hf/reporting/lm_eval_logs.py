@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from reversal_hf import files, run_folder
-from reversal_hf.data.cli import run_command
+from reversal_hf.command import run_command
 from reversal_hf.evaluation.exp1 import EXACT_MATCH_SPLITS, LIKELIHOOD_SPLITS
 from reversal_hf.evaluation.exp3 import CONFIGS as EXP3_CONFIGS
 from reversal_hf.evaluation.metrics import exact_match, likelihood_test
