@@ -106,6 +106,9 @@ def test_make_reproduce_quick_writes_report_and_metrics_matching_the_committed_r
     partial = json.loads((out / "metrics.json").read_text())
     assert partial["run_dirs"] == [run_dir] and partial["pending"] == [str(out / "runs" / "exp1-seed1")]
     assert len((out / "timeline.jsonl").read_text().splitlines()) == 2  # nothing ran
+    # Reporting is not running: the machine and date stay the runs', the day of the report is added.
+    kept = {key: rerun["provenance"][key] for key in ("date", "machine")}
+    assert {key: partial["provenance"][key] for key in kept} == kept and partial["provenance"]["reported"]
 
 
 def test_committed_quick_fixture_and_full_results_come_from_one_commit() -> None:

@@ -347,11 +347,18 @@ def write_summary(plan: Plan, run_dirs: list[Path], seconds: float) -> Path:
 
 
 def report_finished(plan: Plan) -> Path:
-    """`--report-only`: the report of what a stopped study has finished, without training or evaluating anything."""
+    """`--report-only`: the report of what a stopped study has finished, without training or evaluating anything.
+    The machine and date in `metrics.json` stay those of the runs (this machine only reported them)."""
     run_dirs = finished_steps(plan)
     if not run_dirs:
         raise ReproduceError(f"{plan.output}: no finished step of this plan to report")
+    previous = files.read_json(plan.output / "metrics.json") if (plan.output / "metrics.json").is_file() else {}
     report = write_summary(plan, run_dirs, 0.0)
+    if "provenance" in previous:
+        metrics = files.read_json(plan.output / "metrics.json")
+        kept = {key: previous["provenance"][key] for key in ("date", "machine") if key in previous["provenance"]}
+        metrics["provenance"] |= kept | {"reported": datetime.now(UTC).date().isoformat()}
+        files.write_json(plan.output / "metrics.json", metrics)
     print("\n" + summary_table(run_dirs))
     pending = len(plan.step_dirs()) - len(run_dirs)
     print(f"\n[reproduce] wrote {report} from {len(run_dirs)} finished step(s), {pending} pending")
