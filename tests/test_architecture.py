@@ -1,6 +1,6 @@
 """docs/ARCHITECTURE.md's layering, enforced: no module imports one above it.
 
-data ← models/configs/run folder ← train/launch/evaluation/publishing ← report ← reproduce/mitigate/cli
+data ← models/configs/run folder ← train/launch/evaluation/publishing ← reporting ← reproduce/mitigate/cli
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("data",),
     ("models", "configs", "run_folder", "truncation"),
     ("train", "launch", "sweep", "evaluation", "model_card", "hub", "openai_arm"),
-    ("reporting", "report"),
+    ("reporting",),
     ("reproduce", "mitigate", "cli"),
 ]
 

@@ -28,7 +28,7 @@ from reversal_hf.openai_arm.data import MIN_EXAMPLES, TrainingDataError, to_exam
 from reversal_hf.openai_arm.recipe import load_runs
 from reversal_hf.openai_arm.scoring import completion_scores, greedy_generations
 from reversal_hf.paths import REPO_ROOT
-from reversal_hf.report import write_report
+from reversal_hf.reporting.report import write_report
 
 SECRET = "sk-test-do-not-leak-3f9a1c"
 N_ROWS = 24

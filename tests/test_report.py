@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 from scipy import stats as scipy_stats
 
-from reversal_hf import paper_numbers, report
+from reversal_hf import paper_numbers
 from reversal_hf.data import exp2 as exp2_data
 from reversal_hf.paths import PAPER_DATA_DIR
-from reversal_hf.reporting import tables
+from reversal_hf.reporting import markdown, report, tables
 from reversal_hf.reporting.runs import ReportInputError, load_runs
 from reversal_hf.statistics import FactCounts, accuracy_interval, holm, paired_test, wilson_interval
 
@@ -509,7 +509,7 @@ def test_accuracy_cells_carry_intervals_from_the_per_example_rows(pooled_runs: l
     frame = pd.read_parquet(pooled_runs[3] / "eval" / "exp1_examples.parquet")
     correct = int(frame[frame["split"] == "p2d/test"]["exact_match"].sum())
     assert (single["ci"]["low"], single["ci"]["high"]) == pytest.approx(wilson_interval(correct, 300))
-    cell = report.percent_cell(same)
+    cell = markdown.percent_cell(same)
     assert f"[{100 * expected['low']:.1f}, {100 * expected['high']:.1f}]" in cell
     assert cell in (tmp_path / "report.md").read_text()
 
@@ -532,6 +532,6 @@ def test_likelihood_is_pooled_over_facts_and_seeds_and_holm_corrected(pooled_run
     assert len(family) == 4
     adjusted = holm([t["ttest_pvalue"] for t in family])
     assert [t["ttest_pvalue_holm"] for t in family] == pytest.approx(adjusted)
-    markdown = (tmp_path / "report.md").read_text()
-    assert "Family for Holm's correction: the 4 pooled test(s) of this table" in markdown
-    assert report.difference_cell(test["pooled"]["summed"]) in markdown
+    text = (tmp_path / "report.md").read_text()
+    assert "Family for Holm's correction: the 4 pooled test(s) of this table" in text
+    assert markdown.difference_cell(test["pooled"]["summed"]) in text

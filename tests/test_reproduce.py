@@ -119,13 +119,16 @@ def test_committed_quick_fixture_and_full_results_come_from_one_commit() -> None
 
 
 def test_readme_results_tables_match_the_committed_metrics() -> None:
-    from reversal_hf.reporting.readme import main
+    """Every results block of README.md and of every docs/*.md page equals what its results folder renders."""
+    from reversal_hf.reporting.readme import main, pages
 
+    assert REPO_ROOT / "docs" / "results.md" in pages(REPO_ROOT)
     assert main(["--check"]) == 0
 
 
-def test_readme_block_of_a_study_is_its_reports_first_table(tmp_path: Path) -> None:
-    from reversal_hf.reporting.readme import sync
+def test_readme_block_of_a_study_is_its_reports_first_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """A block is rewritten wherever it stands, in README.md or a docs page; `--check` names the page and block."""
+    from reversal_hf.reporting.readme import main, pages, sync
 
     study = tmp_path / "results" / "study"
     study.mkdir(parents=True)
@@ -139,6 +142,18 @@ def test_readme_block_of_a_study_is_its_reports_first_table(tmp_path: Path) -> N
         "<!-- /results:study -->\nend\n"
     )
     assert sync(readme, tmp_path / "results", check=True) == []
+
+    (tmp_path / "docs").mkdir()
+    page = tmp_path / "docs" / "results.md"
+    page.write_text("# Results\n\n<!-- results:study -->\nold\n<!-- /results:study -->\n")
+    argv = ["--results", str(tmp_path / "results"), "--pages", *map(str, pages(tmp_path))]
+    assert main([*argv, "--check"]) == 1
+    assert capsys.readouterr().err == (
+        "error: results blocks out of date with their metrics.json: results.md: study (run `reversal-hf readme`)\n"
+    )
+    assert main(argv) == 0 and "_Generated today by us._" in page.read_text()
+    assert main([*argv, "--check"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "results blocks of 2 page(s) up to date"
 
 
 def test_full_dry_run_prints_the_papers_plan_and_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -242,8 +257,8 @@ def test_base_model_step_scores_exp1_in_context_and_the_report_shows_it_as_b6s_m
     """`--full`'s first Exp 1 step evaluates the model that was not finetuned, as Appendix B.6 did; its folder is an
     `eval/` alone, which the report reads as the in-context table's main row."""
     from reversal_hf import reproduce, run_folder
-    from reversal_hf.report import collect
     from reversal_hf.reporting import tables
+    from reversal_hf.reporting.report import collect
     from reversal_hf.reporting.runs import load_runs
 
     monkeypatch.setattr(reproduce, "DATASETS_DIR", exp1_dataset_dir.parent)

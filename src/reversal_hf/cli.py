@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push-model": ("reversal_hf.model_card", "Push a finished run folder with its model card and eval results."),
     "openai": ("reversal_hf.openai_arm.cli", "Finetune OpenAI models: openai {finetune,sweep} <recipe>."),
     "eval": ("reversal_hf.evaluation", "Evaluate a run folder or model: eval {exp1,exp2,exp3} ..."),
-    "report": ("reversal_hf.report", "Write the Markdown report and figures for run folders."),
+    "report": ("reversal_hf.reporting.report", "Write the Markdown report and figures for run folders."),
     "lm-eval-report": ("reversal_hf.reporting.lm_eval_logs", "Our tables and p-values from lm-eval's sample logs."),
     "reproduce": ("reversal_hf.reproduce", "The main job: build, train, evaluate and report Experiment 1."),
     "readme": ("reversal_hf.reporting.readme", "Write (or --check) the README's results tables from metrics.json."),

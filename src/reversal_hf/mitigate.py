@@ -32,8 +32,8 @@ from reversal_hf.data import exp1 as exp1_data
 from reversal_hf.evaluation.run import RunArguments
 from reversal_hf.models import prepare_model
 from reversal_hf.precision import machine_info
-from reversal_hf.report import NOT_AVAILABLE, markdown_table, percent_cell, text_table
 from reversal_hf.reporting import figures
+from reversal_hf.reporting.markdown import NOT_AVAILABLE, markdown_table, percent_cell, text_table
 from reversal_hf.reporting.tables import SINGLE_DRAW, design, fact_counts, stat
 from reversal_hf.reproduce import (
     JOB_ERRORS,

@@ -41,7 +41,7 @@ from reversal_hf.evaluation.run import RunArguments, evaluate_run
 from reversal_hf.models import ModelPrepareError, prepare_model
 from reversal_hf.paths import DATASETS_DIR
 from reversal_hf.precision import cpu_capability, machine_info
-from reversal_hf.report import summary_table, write_report
+from reversal_hf.reporting.report import summary_table, write_report
 from reversal_hf.reporting.runs import ReportInputError
 
 # A shortened run for CI: a few optimizer steps, a few examples per split; it checks the plumbing, not the result.

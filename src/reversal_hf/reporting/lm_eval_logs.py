@@ -22,7 +22,7 @@ from reversal_hf.command import run_command
 from reversal_hf.evaluation.exp1 import EXACT_MATCH_SPLITS, LIKELIHOOD_SPLITS
 from reversal_hf.evaluation.exp3 import CONFIGS as EXP3_CONFIGS
 from reversal_hf.evaluation.metrics import exact_match, likelihood_test
-from reversal_hf.report import summary_table, write_report
+from reversal_hf.reporting.report import summary_table, write_report
 from reversal_hf.reporting.runs import ReportInputError
 
 TASK_PREFIX = "reversal_curse_"

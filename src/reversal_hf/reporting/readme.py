@@ -1,21 +1,21 @@
-"""The README's headline tables, generated from committed `results/<name>/metrics.json` rather than copied by hand.
+"""The results tables of README.md and docs/*.md, generated from committed `results/<name>/metrics.json`.
 
 `reversal-hf readme` rewrites every block between `<!-- results:NAME -->` and `<!-- /results:NAME -->` in README.md
-from `results/NAME/metrics.json` (a study without one: the first table of `results/NAME/report.md`);
-`reversal-hf readme --check` fails when a block has drifted (a test runs it).
+and every page under docs/ from `results/NAME/metrics.json` (a study without one: the first table of
+`results/NAME/report.md`); `reversal-hf readme --check` fails when a block has drifted (a test runs it).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 from reversal_hf import files
+from reversal_hf.command import run_command
 from reversal_hf.paths import REPO_ROOT
-from reversal_hf.report import (
+from reversal_hf.reporting.markdown import (
     difference_cell,
     exp2_rows,
     exp3_rows,
@@ -24,6 +24,7 @@ from reversal_hf.report import (
     percent_cell,
     pooled_pvalues_cell,
     prompt_tuning_rows,
+    pvalues_cell,
 )
 from reversal_hf.reporting.tables import SINGLE_DRAW
 
@@ -65,10 +66,6 @@ LIKELIHOOD_NOTE = (
 def _logprob(entry: dict[str, Any]) -> str:
     spread = "" if entry.get("sd") is None else f" ± {entry['sd']:.2f}"
     return f"{entry['mean']:.2f}{spread}"
-
-
-def _pvalues(per_run: dict[str, float | None]) -> str:
-    return ", ".join("–" if value is None else f"{value:.3g}" for value in per_run.values())
 
 
 def _significant(per_run: dict[str, float | None]) -> str:
@@ -133,7 +130,7 @@ def exp1_tables(metrics: dict[str, Any]) -> str:
                     difference_cell(pooled),
                     pooled_pvalues_cell(pooled, "ttest_pvalue"),
                     pooled_pvalues_cell(pooled, "wilcoxon_pvalue"),
-                    *map(_pvalues, (test["ttest_pvalue"], test["ks_pvalue"])),
+                    *map(pvalues_cell, (test["ttest_pvalue"], test["ks_pvalue"])),
                     *map(_significant, (test["ttest_pvalue"], test["ks_pvalue"])),
                 ]
             )
@@ -183,9 +180,18 @@ def render_block(results_dir: Path) -> str:
     return f"{provenance_line(metrics)}\n\n{exp1_tables(metrics)}{other_tables(metrics)}\n"
 
 
-def sync(readme: Path, results_root: Path, *, check: bool) -> list[str]:
-    """Rewrite (or, with `check`, compare) every results block; returns the names of blocks that differ."""
-    text = readme.read_text()
+class StaleBlocksError(Exception):
+    """`--check` found blocks that differ from their results."""
+
+
+def pages(root: Path) -> list[Path]:
+    """The pages that may hold results blocks: README.md and every page under docs/."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def sync(page: Path, results_root: Path, *, check: bool) -> list[str]:
+    """Rewrite (or, with `check`, compare) every results block of one page; returns the names of blocks that differ."""
+    text = page.read_text()
     stale: list[str] = []
 
     def replace(match: re.Match[str]) -> str:
@@ -196,26 +202,31 @@ def sync(readme: Path, results_root: Path, *, check: bool) -> list[str]:
 
     updated = BLOCK.sub(replace, text)
     if not check and updated != text:
-        files.write_text(readme, updated)
+        files.write_text(page, updated)
     return stale
+
+
+def sync_pages(page_paths: list[Path], results_root: Path, *, check: bool) -> str:
+    """`sync` over every page; with `check`, raises `StaleBlocksError` naming each page's drifted blocks."""
+    stale = {page: sync(page, results_root, check=check) for page in page_paths}
+    drifted = [f"{page.name}: {', '.join(names)}" for page, names in stale.items() if names]
+    if check and drifted:
+        raise StaleBlocksError(
+            f"results blocks out of date with their metrics.json: {'; '.join(drifted)} (run `reversal-hf readme`)"
+        )
+    return f"results blocks of {len(page_paths)} page(s) " + ("up to date" if check else "written")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reversal-hf readme", description=__doc__.splitlines()[0])
-    parser.add_argument("--readme", type=Path, default=REPO_ROOT / "README.md")
+    parser.add_argument(
+        "--pages", type=Path, nargs="+", default=pages(REPO_ROOT), help="default: README.md and docs/*.md"
+    )
     parser.add_argument("--results", type=Path, default=REPO_ROOT / "results", help="folder of results/<name>/")
     parser.add_argument("--check", action="store_true", help="fail if a block differs from its metrics.json")
     args = parser.parse_args(argv)
-    try:
-        stale = sync(args.readme, args.results, check=args.check)
-    except (files.FileFormatError, KeyError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    if args.check and stale:
-        print(
-            f"error: README blocks out of date with their metrics.json: {', '.join(stale)} (run `reversal-hf readme`)",
-            file=sys.stderr,
-        )
-        return 1
-    print("README results blocks " + ("up to date" if args.check else "written"))
-    return 0
+    return run_command(
+        lambda: sync_pages(args.pages, args.results, check=args.check),
+        (StaleBlocksError, files.FileFormatError, KeyError, OSError),
+        done=str,
+    )

@@ -16,12 +16,27 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from reversal_hf import __version__, files, paper_numbers
+from reversal_hf.command import run_command
 from reversal_hf.reporting import figures, tables
+from reversal_hf.reporting.markdown import (
+    curve_rows,
+    exp2_rows,
+    exp3_rows,
+    in_context_rows,
+    likelihood_rows,
+    markdown_table,
+    number_cell,
+    other_splits_rows,
+    percent_cell,
+    prompt_tuning_rows,
+    sweep_rows,
+    table1_rows,
+    text_table,
+)
 from reversal_hf.reporting.runs import ReportInputError, Run, group_runs, load_runs
 
 DEFAULT_TITLE = "The Reversal Curse: reproduction report"
 SWEEP_SPLITS = {"exp1": tables.EXP1_SWEEP_SPLITS, "exp3": ()}
-NOT_AVAILABLE = "–"
 # Accuracy-per-epoch sections: (report data key, heading, figure file, figure title).
 CURVE_SECTIONS = (
     ("exp1_curves", "Experiment 1: exact match per epoch", "exp1_curves.png", "Experiment 1: held-out exact match"),
@@ -32,37 +47,6 @@ CURVE_SECTIONS = (
         "Figure 11 style: Experiment 3 held-out accuracy per epoch",
     ),
 )
-
-
-def _percent_value(fraction: float | None) -> str:
-    return NOT_AVAILABLE if fraction is None else f"{100 * fraction:.1f}"
-
-
-def interval_cell(low: float | None, high: float | None, scale: float = 100, digits: int = 1) -> str:
-    """A 95% interval as `[low, high]` (percent by default); empty when there is none."""
-    if low is None or high is None:
-        return ""
-    return f" [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
-
-
-def percent_cell(entry: dict[str, Any] | None) -> str:
-    """`mean ± SD [95% interval]` in %, each part where it exists (an accuracy from before intervals has none)."""
-    if entry is None:
-        return NOT_AVAILABLE
-    spread = "" if entry["sd"] is None else f" ± {_percent_value(entry['sd'])}"
-    ci = entry.get("ci") or {}
-    return _percent_value(entry["mean"]) + spread + interval_cell(ci.get("low"), ci.get("high"))
-
-
-def _number(entry: dict[str, Any] | None, spread_key: str = "sd") -> str:
-    if entry is None:
-        return NOT_AVAILABLE
-    spread = "" if entry[spread_key] is None else f" ± {entry[spread_key]:.3f}"
-    return f"{entry['mean']:.3f}{spread}"
-
-
-def _pvalues(per_run: dict[str, float]) -> str:
-    return ", ".join(f"{value:.3g}" for value in per_run.values()) or NOT_AVAILABLE
 
 
 def collect(runs: list[Run]) -> dict[str, Any]:
@@ -82,107 +66,6 @@ def collect(runs: list[Run]) -> dict[str, Any]:
     }
 
 
-# Each table as (headers, rows of cells): shared by the Markdown report and the terminal summary.
-Rows = tuple[list[str], list[list[str]]]
-
-
-def table1_rows(table: list[dict[str, Any]]) -> Rows:
-    headers = [
-        "model",
-        "seeds",
-        "direction",
-        "same direction",
-        "reverse direction",
-        "reverse, scored vs `reverse_test_randomized`",
-    ]
-    headers += [f"paper same ({paper_numbers.EXP1_TABLE1_MODEL})", "paper reverse"]
-    rows = [
-        [
-            group["group"],
-            str(group["n_seeds"]),
-            row["direction"],
-            percent_cell(row["same"]),
-            percent_cell(row["reverse"]),
-        ]
-        + [
-            percent_cell(row["random_baseline"]),
-            *(
-                (_percent_value(row["paper"]["same"]), _percent_value(row["paper"]["reverse"]))
-                if row["paper"]
-                else 2 * [NOT_AVAILABLE]
-            ),
-        ]
-        for group in table
-        for row in group["rows"]
-    ]
-    return headers, rows
-
-
-def other_splits_rows(table: list[dict[str, Any]]) -> Rows:
-    return ["model", *tables.EXP1_OTHER_SPLITS], [
-        [group["group"], *(percent_cell(group["other_splits"][split]) for split in tables.EXP1_OTHER_SPLITS)]
-        for group in table
-    ]
-
-
-def _pvalue(value: float | None) -> str:
-    return NOT_AVAILABLE if value is None else f"{value:.3g}"
-
-
-def difference_cell(pooled: dict[str, Any] | None) -> str:
-    """A pooled test's mean difference (correct minus random) with its 95% interval."""
-    if pooled is None:
-        return NOT_AVAILABLE
-    return f"{pooled['mean_difference']:.3f}" + interval_cell(pooled["ci_low"], pooled["ci_high"], 1, 3)
-
-
-def pooled_pvalues_cell(pooled: dict[str, Any] | None, key: str) -> str:
-    """A pooled p-value and its Holm-adjusted value: `p (Holm p)`."""
-    if pooled is None:
-        return NOT_AVAILABLE
-    return f"{_pvalue(pooled[key])} ({_pvalue(pooled.get(f'{key}_holm'))})"
-
-
-LIKELIHOOD_HEADERS = [
-    "model",
-    "split",
-    "random completions",
-    "correct log-prob",
-    "random log-prob",
-    "pooled difference [95% CI]",
-    "pooled t p (Holm)",
-    "pooled Wilcoxon p (Holm)",
-    "per-token difference [95% CI]",
-    "per-token t p (Holm)",
-    "t-test p per seed",
-    "KS p per seed",
-    "significant seeds",
-]
-
-
-def likelihood_rows(table: list[dict[str, Any]]) -> Rows:
-    rows = [
-        [
-            group["group"],
-            test["split"],
-            test["design"],
-            _number(test["correct_logprob"]),
-            _number(test["random_logprob"]),
-        ]
-        + [
-            difference_cell(test["pooled"]["summed"]),
-            pooled_pvalues_cell(test["pooled"]["summed"], "ttest_pvalue"),
-            pooled_pvalues_cell(test["pooled"]["summed"], "wilcoxon_pvalue"),
-            difference_cell(test["pooled"]["per_token"]),
-            pooled_pvalues_cell(test["pooled"]["per_token"], "ttest_pvalue"),
-        ]
-        + [_pvalues(test["ttest_pvalue"]), _pvalues(test["ks_pvalue"]), f"{test['n_significant']}/{group['n_seeds']}"]
-        for group in table
-        for test in group["tests"]
-    ]
-    return LIKELIHOOD_HEADERS, rows
-
-
 def likelihood_note(table: list[dict[str, Any]]) -> str:
     """What the likelihood table's columns are, the family Holm's correction runs over, and the old design's label."""
     return (
@@ -195,71 +78,6 @@ def likelihood_note(table: list[dict[str, Any]]) -> str:
         f'Rows marked "{tables.SINGLE_DRAW}" come from runs evaluated with one seeded random completion per prompt; '
         "they have no pooled test (their metrics hold no per-fact differences) until they are evaluated again."
     )
-
-
-def in_context_rows(table: list[dict[str, Any]]) -> Rows:
-    headers = ["model", "scored", "direction", "same order", "reverse order", "paper (GPT-3) same / reverse"]
-    return headers, [
-        [group["group"], group["role"], row["direction"], percent_cell(row["same"]), percent_cell(row["reverse"])]
-        + [paper_numbers.EXP1_IN_CONTEXT]
-        for group in table
-        for row in group["rows"]
-    ]
-
-
-def exp2_rows(exp2: dict[str, Any]) -> Rows:
-    rows = [
-        [m["model"], f"ours ({m['backend'] or 'n/a'})", _percent_value(m["parent_accuracy"])]
-        + [_percent_value(m["child_accuracy"]), m["score_kind"], str(m["n_pairs"] or NOT_AVAILABLE)]
-        for m in exp2["ours"]
-    ]
-    rows += [
-        [m["model"], "paper", _percent_value(m["parent_score"])]
-        + [_percent_value(m["child_score"]), m["score_kind"], str(m["n_pairs"])]
-        for m in exp2["paper"]
-    ]
-    gpt4 = exp2["paper_gpt4"]
-    rows.append(
-        [gpt4["model"], "paper", _percent_value(gpt4["parent_share"]), _percent_value(gpt4["child_share"])]
-        + [gpt4["score_kind"], NOT_AVAILABLE]
-    )
-    return ["model", "source", "parent (%)", "child (%)", "score", "pairs"], rows
-
-
-def exp3_rows(table: list[dict[str, Any]]) -> Rows:
-    paper = {
-        "same": f"> {100 * paper_numbers.EXP3_SAME_DIRECTION_ABOVE:.0f}",
-        "reverse": f"< {100 * paper_numbers.EXP3_REVERSE_BELOW:.0f}",
-    }
-    return ["model", "seeds", "split", "instruction order", "accuracy", "paper (Llama-1 7B-30B)"], [
-        [group["group"], str(group["n_seeds"]), row["split"], row["direction"], percent_cell(row["accuracy"])]
-        + [paper.get(row["direction"], NOT_AVAILABLE)]
-        for group in table
-        for row in group["rows"]
-    ]
-
-
-def sweep_rows(grid: dict[str, Any]) -> Rows:
-    splits = list(grid["mean_accuracy"])
-    rows = []
-    for i, row_value in enumerate(grid["row_values"]):
-        for j, col_value in enumerate(grid["col_values"]):
-            cells = [_percent_value(grid["mean_accuracy"][split][i][j]) for split in splits]
-            rows.append([str(row_value), str(col_value), *cells])
-    return [grid["row_key"], grid["col_key"], *splits], rows
-
-
-def prompt_tuning_rows(table: list[dict[str, Any]]) -> Rows:
-    headers = ["model", "seeds", *(f"{name} (± SE)" for name in tables.PROMPT_TUNING_LOSSES)]
-    headers += ["reverse − shuffled [95% CI]", "t p (Holm)", "Wilcoxon p (Holm)", "paper (Llama-1 7B)"]
-    return headers, [
-        [group["group"], str(group["n_seeds"])]
-        + [_number(group["losses"][name], "se") for name in tables.PROMPT_TUNING_LOSSES]
-        + [difference_cell(group["reverse_vs_shuffled"])]
-        + [pooled_pvalues_cell(group["reverse_vs_shuffled"], key) for key in tables.HOLM_TESTS]
-        + [paper_numbers.EXP1_PROMPT_TUNING]
-        for group in table
-    ]
 
 
 def prompt_tuning_note(table: list[dict[str, Any]]) -> str:
@@ -276,38 +94,6 @@ def prompt_tuning_note(table: list[dict[str, Any]]) -> str:
         "makes the completion *less* likely than a random other fact's. A randomly initialised soft prompt "
         "(`prompt_tuning_init=random`) is the control for the fact being in the text the prompt starts from."
     )
-
-
-def _epoch(epoch: float) -> str:
-    return f"{round(epoch, 2):g}"
-
-
-def curve_rows(table: list[dict[str, Any]], cell: Callable[[dict[str, Any] | None], str], unit: str) -> Rows:
-    """One row per run set and curve point; a column per series (split or loss) found in any run set."""
-    series = list(dict.fromkeys(name for group in table for point in group["points"] for name in point["series"]))
-    rows = [
-        [group["group"], str(group["n_seeds"]), _epoch(point["epoch"]), str(point["step"])]
-        + [cell(point["series"].get(name)) for name in series]
-        for group in table
-        for point in group["points"]
-    ]
-    return ["model", "seeds", "epoch", "step", *(f"{name} {unit}" for name in series)], rows
-
-
-def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
-
-    return "\n".join([line(headers), "|" + "---|" * len(headers), *map(line, rows)])
-
-
-def text_table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
-
-    return "\n".join([line(headers), line(["-" * width for width in widths]), *map(line, rows)])
 
 
 def _runs_used(groups: list[dict[str, Any]]) -> str:
@@ -418,7 +204,7 @@ def render_markdown(title: str, data: dict[str, Any], figure_files: dict[str, st
             "## Prompt tuning losses per epoch (Figure 9)",
             "Measured during training on the tuned fact's held-out prompts (`eval_curves`, curves.json); "
             "mean ± SE over seeds.\n\n"
-            + markdown_table(*curve_rows(data["prompt_tuning_curves"], lambda e: _number(e, "se"), "(± SE)"))
+            + markdown_table(*curve_rows(data["prompt_tuning_curves"], lambda e: number_cell(e, "se"), "(± SE)"))
             + image("fig9_prompt_tuning_curves.png", "Figure 9 style: prompt-tuning loss per epoch"),
             _runs_used(data["prompt_tuning_curves"]),
         ]
@@ -487,14 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True, help="folder for report.md, report.json and figures")
     parser.add_argument("--title", default=DEFAULT_TITLE, help="the report's title")
     args = parser.parse_args(argv)
-    try:
-        report = write_report(args.run_dirs, args.output, args.title)
-    except (ReportInputError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(summary_table(args.run_dirs))
-    print(f"\nwrote {report}")
-    return 0
+    return run_command(
+        lambda: write_report(args.run_dirs, args.output, args.title),
+        (ReportInputError, OSError),
+        done=lambda report: f"{summary_table(args.run_dirs)}\n\nwrote {report}",
+    )
 
 
 if __name__ == "__main__":
