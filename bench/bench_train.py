@@ -14,8 +14,9 @@ to multiples of 64 tokens, so that only a few shapes are compiled. No CUDA graph
 refuses ("operation not permitted when stream is capturing", H200, 2026-11-26). Precision is the same in
 every arm (bf16 mixed on CUDA or with `--bf16`, else float32), so the ratios measure batching and checkpointing.
 Tokens/s counts the documents' tokens (no padding) over `--steps` timed steps that follow `--warmup-steps` untimed
-ones. The arms run interleaved (ABCABC...) `--repeats` times and the medians are reported, since a shared machine's
-load drifts. The first logged loss of every arm is printed too: the same batch, packed or padded, gives the same loss.
+ones. The arms run interleaved (ABCABC...) `--repeats` times and the medians are reported with their spread (min-max
+over the repeats; for a ratio, of the ratios within each repeat), since a shared machine's load drifts. The first
+logged loss of every arm is printed too: the same batch, packed or padded, gives the same loss.
 """
 
 from __future__ import annotations
@@ -141,14 +142,27 @@ def run_arm(
 
 
 def summarize(arm: str, repeats: list[dict[str, Any]], on_cuda: bool) -> dict[str, Any]:
-    """Medians over an arm's repeats, beside every repeat's numbers."""
-    return {
-        "tokens_per_s": round(statistics.median(run["tokens_per_s"] for run in repeats), 1),
-        "tokens_per_cpu_s": round(statistics.median(run["tokens_per_cpu_s"] for run in repeats), 1),
+    """Medians over an arm's repeats with their spread (min-max), beside every repeat's numbers."""
+    summary: dict[str, Any] = {}
+    for key in ("tokens_per_s", "tokens_per_cpu_s"):
+        values = [run[key] for run in repeats]
+        summary[key] = round(statistics.median(values), 1)
+        summary[f"{key}_range"] = [round(min(values), 1), round(max(values), 1)]
+    return summary | {
         "first_loss": repeats[0]["first_loss"],
         "settings": {key: str(value) for key, value in speed_settings(arm, on_cuda).items()},
         "repeats": repeats,
     }
+
+
+def compare(faster: dict[str, Any], slower: dict[str, Any]) -> dict[str, Any]:
+    """Ratio of the medians, and the min-max of the ratios within each interleaved repeat."""
+    ratios: dict[str, Any] = {}
+    for name, key in (("wall", "tokens_per_s"), ("cpu_time", "tokens_per_cpu_s")):
+        per_repeat = [a[key] / b[key] for a, b in zip(faster["repeats"], slower["repeats"], strict=True)]
+        ratios[name] = round(faster[key] / slower[key], 3)
+        ratios[f"{name}_range"] = [round(min(per_repeat), 3), round(max(per_repeat), 3)]
+    return ratios
 
 
 def load_documents(dataset_dir: Path, config: str):
@@ -168,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per arm and repeat")
     parser.add_argument("--warmup-steps", type=int, default=3, help="untimed steps first (compilation, allocator)")
     parser.add_argument("--batch-size", type=int, default=64, help="documents per step")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds over the arms; medians reported")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds over the arms; median and min-max")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="which arms to run")
     parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision on CPU too (always on CUDA)")
     parser.add_argument("--output-json", type=Path, help="write the measurements here")
@@ -205,18 +219,23 @@ def main(argv: list[str] | None = None) -> int:
                 )
     results = {arm: summarize(arm, repeats, on_cuda) for arm, repeats in runs.items()}
     ratios = {
-        f"{faster}/{slower}": {
-            "wall": round(results[faster]["tokens_per_s"] / results[slower]["tokens_per_s"], 3),
-            "cpu_time": round(results[faster]["tokens_per_cpu_s"] / results[slower]["tokens_per_cpu_s"], 3),
-        }
+        f"{faster}/{slower}": compare(results[faster], results[slower])
         for faster, slower in COMPARED
         if faster in results and slower in results
     }
     for arm, result in results.items():
-        speed = f"{result['tokens_per_s']:>9,.1f} tokens/s, {result['tokens_per_cpu_s']:,.1f} per CPU s"
+        (low, high), (cpu_low, cpu_high) = result["tokens_per_s_range"], result["tokens_per_cpu_s_range"]
+        speed = (
+            f"{result['tokens_per_s']:>9,.1f} tokens/s (min-max {low:,.1f}-{high:,.1f}), "
+            f"{result['tokens_per_cpu_s']:,.1f} per CPU s ({cpu_low:,.1f}-{cpu_high:,.1f})"
+        )
         print(f"median {arm:>16}: {speed}")
     for name, ratio in ratios.items():
-        print(f"{name:>30}: {ratio['wall']:.2f}x wall, {ratio['cpu_time']:.2f}x CPU time")
+        (low, high), (cpu_low, cpu_high) = ratio["wall_range"], ratio["cpu_time_range"]
+        print(
+            f"{name:>30}: {ratio['wall']:.2f}x wall (per repeat {low:.2f}-{high:.2f}x), "
+            f"{ratio['cpu_time']:.2f}x CPU time ({cpu_low:.2f}-{cpu_high:.2f}x)"
+        )
     payload = {
         "model": args.model,
         "dataset": f"{args.dataset.name}/{args.config}",

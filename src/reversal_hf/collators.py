@@ -20,8 +20,8 @@ varlen kernels (SDPA and eager ignore them and rely on `position_ids`). It needs
 on, and refuses a custom collator; despite `SFTConfig`'s help ("only supported with FlashAttention 2 or 3") it works
 with SDPA and eager on CPU, without a warning. Neither collator groups documents by length; the difference is the
 row: SDPA and eager attend over a dense mask of the whole row, so TRL's one row of 64 x 27 tokens costs the tiny
-Llama more than padding does; this collator's rows of <= 256 tokens trained it 1.3-2.4x faster in CPU time
-(1.8-6.4x wall) than TRL's path (bench/README.md).
+Llama more than padding does; this collator's rows of <= 256 tokens trained it 1.55x as fast as TRL's path on an
+idle machine (bench/README.md).
 On SmolLM2-135M (bf16 on CPU, batch 16, MLP-bound) TRL's single row was faster, so the tiny recipes use this
 collator (`isolated_padding_free: true`) and the SmolLM2 recipes TRL's (`padding_free: true`);
 `reversal_hf.train` runs `assert_document_isolation` before training with either.
