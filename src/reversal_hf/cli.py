@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("reversal_hf.reporting.report", "Write the Markdown report and figures for run folders."),
     "lm-eval-report": ("reversal_hf.reporting.lm_eval_logs", "Our tables and p-values from lm-eval's sample logs."),
     "reproduce": ("reversal_hf.reproduce", "The main job: build, train, evaluate and report Experiment 1."),
-    "readme": ("reversal_hf.reporting.readme", "Write (or --check) the README's results tables from metrics.json."),
+    "readme": ("reversal_hf.reporting.readme", "Write (or --check) the results tables of README.md and docs/*.md."),
     "mitigate": ("reversal_hf.mitigate", "Reverse training against the curse: the tiny-model study and its report."),
 }
 
