@@ -15,16 +15,14 @@ T = TypeVar("T")
 
 
 class CommandFailed(Exception):
-    """A refusal, or a step that failed, ending the command with `exit_status` (a launched job's is passed on); the
-    message is its `error:` line, none when the failed step has already said why."""
+    """A refusal or a failed step: its `error:` line (none when the step said why) and its exit status."""
 
     def __init__(self, message: str = "", exit_status: int = 1) -> None:
         super().__init__(message)
         self.exit_status = exit_status
 
 
-def print_error(message: str) -> None:
-    """The one `error: ...` line on stderr (a command that goes on after a failed item prints one per item)."""
+def print_error(message: str) -> None:  # also one per failed item of a command that goes on (`openai sweep`)
     print(f"error: {message}", file=sys.stderr)
 
 
