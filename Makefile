@@ -22,6 +22,8 @@ RUN ?=
 PYTEST_ARGS ?=
 TINY ?=
 GPU_OUT ?= $(if $(TINY),build/gpu_check,results/gpu)
+# The GPU machine has no network and the check needs none: Hub clients fail at once instead of retrying.
+GPU_CHECK_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 GPU_SITE ?= /tmp/reversal-hf-gpu-site
 
 # A value as one shell word, whatever it holds (spaces, quotes, `;`): $(call q,$(RUN)).
@@ -121,9 +123,9 @@ lm-eval: data
 	$(RHF) lm-eval-report $(call q,$(LM_EVAL_OUT))
 
 bench: data
-	$(BIN)/python bench/bench_train.py
-	$(BIN)/python bench/bench_eval.py
-	$(BIN)/python bench/bench_exp2.py
+	$(BIN)/python -m bench.bench_train
+	$(BIN)/python -m bench.bench_eval
+	$(BIN)/python -m bench.bench_exp2
 
 # The wheels a GPU machine without network lacks (bench/GPU_CHECK.md), into the git-ignored .gpu_wheels/.
 gpu-wheels: install
@@ -133,12 +135,12 @@ gpu-wheels: install
 # TINY=1: the CPU mode (tiny shapes, a few steps) in .venv, as tests/test_gpu_check.py runs it.
 gpu-check: $(if $(TINY),install)
 ifdef TINY
-	PYTHONPATH=$(CURDIR)/src $(BIN)/python bench/gpu_check.py --tiny --out $(GPU_OUT)
+	$(GPU_CHECK_ENV) PYTHONPATH=$(CURDIR)/src $(BIN)/python -m bench.gpu_check --tiny --out $(GPU_OUT)
 else
 	@test -d .gpu_wheels || (echo "gpu-check: no .gpu_wheels/: run 'make gpu-wheels' where there is network" >&2; exit 2)
 	$(PYTHON) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $(GPU_SITE) \
 	  .gpu_wheels/*.whl
-	PYTHONPATH=$(GPU_SITE):$(CURDIR)/src $(PYTHON) bench/gpu_check.py --out $(GPU_OUT)
+	$(GPU_CHECK_ENV) PYTHONPATH=$(GPU_SITE):$(CURDIR)/src $(PYTHON) -m bench.gpu_check --out $(GPU_OUT)
 endif
 
 # Issue 18's SmolLM2 protocol runs on one GPU (bench/GPU_CHECK.md, "Protocol runs"). Where there is network:

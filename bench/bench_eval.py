@@ -19,8 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import _common
-
+from bench import _common
 from reversal_hf import paths
 from reversal_hf.evaluation.exp1 import Exp1Data, evaluate_splits
 from reversal_hf.evaluation.generation import greedy_generate

@@ -17,8 +17,7 @@ import functools
 import sys
 from typing import Any
 
-import _common
-
+from bench import _common
 from reversal_hf import paths
 from reversal_hf.evaluation.exp2 import completion_requests, load_pairs
 from reversal_hf.evaluation.scoring import completion_logprobs

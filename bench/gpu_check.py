@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
+import multiprocessing
 import re
 import subprocess
 import sys
@@ -30,29 +30,20 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the GPU machine has no network; nothing here needs it
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import torch
 
-import _common  # noqa: E402  (bench/ is on sys.path when this file runs as a script)
-import bench_eval  # noqa: E402
-import bench_train  # noqa: E402
-import torch  # noqa: E402
-
-from reversal_hf import paths  # noqa: E402
-from reversal_hf.collators import (  # noqa: E402
-    DocumentIsolationError,
-    PaddingFreeCollator,
-    assert_document_isolation,
-)
-from reversal_hf.files import write_json, write_text  # noqa: E402
-from reversal_hf.models import dataset_texts, save_random_llama, train_tokenizer  # noqa: E402
+from bench import _common, bench_eval, bench_train
+from reversal_hf import paths
+from reversal_hf.collators import DocumentIsolationError, PaddingFreeCollator, assert_document_isolation
+from reversal_hf.files import write_json, write_text
+from reversal_hf.models import dataset_texts, save_random_llama, train_tokenizer
 
 SMOLLM2_135M = {
     "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
@@ -68,24 +59,7 @@ TINY = {
 }  # fmt: skip
 # bf16 dense tensor-core peaks (no sparsity), matched against the device name in this order.
 BF16_PEAK_TFLOPS = (("H200", 989.4), ("H100 PCIe", 756.0), ("H100", 989.4), ("A100", 312.0))
-RELOAD_LOGITS = """
-import json, sys
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-folders = json.loads(sys.argv[1])
-tokenizer = AutoTokenizer.from_pretrained(folders["init"])
-ids = tokenizer("Daphne Barrington, known far and wide for being the acclaimed director of", return_tensors="pt")
-logits = {}
-for name, folder in folders.items():
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    with torch.no_grad():
-        logits[name] = model(**ids).logits[0]
-def gap(a, b):
-    return (logits[a] - logits[b]).abs().max().item()
-print(json.dumps({"zero3_vs_single": gap("zero3", "single"), "single_vs_init": gap("single", "init"),
-                  "zero3_vs_init": gap("zero3", "init")}))
-"""
+RELOAD_PROMPT = "Daphne Barrington, known far and wide for being the acclaimed director of"
 
 
 class CheckFailed(RuntimeError):
@@ -287,15 +261,36 @@ def launcher(plan: Plan, model_dir: Path, dataset_dir: Path, work: Path) -> dict
     if runs["zero3"]["zero3"] is None:
         raise CheckFailed(f"{plan.launcher_configs[1]}: the run's parameters were not ZeRO-3 partitioned")
     folders = {"init": str(model_dir), "single": str(work / "train_single"), "zero3": str(work / "train_zero3")}
-    reload = subprocess.run(
-        [sys.executable, "-c", RELOAD_LOGITS, json.dumps(folders)], capture_output=True, text=True, timeout=300
-    )
-    if reload.returncode != 0:
-        raise CheckFailed(f"reloading the trained models failed: {reload.stderr[-2000:]}")
-    gaps = json.loads(reload.stdout.strip().splitlines()[-1])
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as fresh_process:
+        try:
+            gaps = fresh_process.submit(logit_gaps, folders).result(timeout=300)
+        except Exception as error:
+            raise CheckFailed(f"reloading the trained models failed: {type(error).__name__}: {error}") from error
     if not gaps["zero3_vs_single"] < min(gaps["single_vs_init"], gaps["zero3_vs_init"]):
         raise CheckFailed(f"the ZeRO-3 and single-device models disagree more than training moved them: {gaps}")
     return {"runs": runs, "max_logit_difference": gaps, "value": gaps["zero3_vs_single"]}
+
+
+def logit_gaps(folders: dict[str, str]) -> dict[str, float]:
+    """The largest logit differences on one prompt between the saved models `init`, `single` and `zero3`, each loaded
+    from its folder (`launcher` calls it in a fresh process: what was saved, not what is in memory)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ids = AutoTokenizer.from_pretrained(folders["init"])(RELOAD_PROMPT, return_tensors="pt")
+    logits = {}
+    for name, folder in folders.items():
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        with torch.no_grad():
+            logits[name] = model(**ids).logits[0]
+
+    def gap(a: str, b: str) -> float:
+        return (logits[a] - logits[b]).abs().max().item()
+
+    return {
+        "zero3_vs_single": gap("zero3", "single"),
+        "single_vs_init": gap("single", "init"),
+        "zero3_vs_init": gap("zero3", "init"),
+    }
 
 
 def evaluation(plan: Plan, model_dir: Path, dataset_dir: Path) -> dict[str, Any]:

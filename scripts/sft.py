@@ -1,7 +1,7 @@
 """The script `accelerate launch` runs: `sft.py --config recipes/<name>.yaml [--field value ...]`.
 
 Kept thin on purpose (as in alignment-handbook and open-r1): `reversal_hf.train.main` parses the arguments with
-`RecipeParser(...).parse_args_and_config` (a `trl.TrlParser`) and runs the `SFTTrainer`.
+`reversal_hf.configs.parse_recipe` (one `trl.TrlParser` parse) and runs the `SFTTrainer`.
 """
 
 import sys

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-sys.path.insert(0, str(BENCH))
-
-import gpu_check  # noqa: E402
+from bench import gpu_check
+from reversal_hf.paths import REPO_ROOT
 
 
 def test_packed_documents_fill_every_row_exactly():
@@ -23,6 +21,11 @@ def test_packed_documents_fill_every_row_exactly():
     assert batch["input_ids"].shape == (3, 512)
     assert (batch["input_ids"] != 0).all(), "no padding: every token belongs to a document"
     assert all(1 <= len(d["input_ids"]) <= 512 for d in documents)
+
+
+def test_logit_gaps_compare_the_saved_models(tiny_model_dir: Path):
+    gaps = gpu_check.logit_gaps(dict.fromkeys(("init", "single", "zero3"), str(tiny_model_dir)))
+    assert gaps == {"zero3_vs_single": 0.0, "single_vs_init": 0.0, "zero3_vs_init": 0.0}
 
 
 def test_training_flops_count_attention_within_documents_only():
@@ -38,9 +41,13 @@ def test_training_flops_count_attention_within_documents_only():
 
 @pytest.mark.slow
 def test_cpu_mode_runs_all_four_parts(tmp_path: Path, exp1_dataset_dir: Path):
-    command = [sys.executable, str(BENCH / "gpu_check.py"), "--tiny", "--out", str(tmp_path), "--dataset"]
+    command = [sys.executable, "-m", "bench.gpu_check", "--tiny", "--out", str(tmp_path), "--dataset"]
     result = subprocess.run(
-        [*command, str(exp1_dataset_dir)], env=os.environ | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True
+        [*command, str(exp1_dataset_dir)],
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     [report_path] = tmp_path.glob("cpu-*.json")

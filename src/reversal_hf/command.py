@@ -14,6 +14,18 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+class CommandFailed(Exception):
+    """A refusal or a failed step: its `error:` line (none when the step said why) and its exit status."""
+
+    def __init__(self, message: str = "", exit_status: int = 1) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+def print_error(message: str) -> None:  # also one per failed item of a command that goes on (`openai sweep`)
+    print(f"error: {message}", file=sys.stderr)
+
+
 def run_command(
     action: Callable[[], T],
     errors: tuple[type[Exception], ...],
@@ -21,11 +33,15 @@ def run_command(
     describe: Callable[[Exception], str] = str,
 ) -> int:
     """Run `action`; print `done(result)` (unless `done` is None) and return 0, or print `error: <describe(error)>` to
-    stderr and return 1."""
+    stderr and return 1 (a `CommandFailed`: its message, if any, and its exit status)."""
     try:
         result = action()
+    except CommandFailed as failure:
+        if str(failure):
+            print_error(str(failure))
+        return failure.exit_status
     except errors as err:
-        print(f"error: {describe(err)}", file=sys.stderr)
+        print_error(describe(err))
         return 1
     if done is not None:
         print(done(result))

@@ -1,7 +1,7 @@
 """Recipes: YAML parsed by `trl.TrlParser` into `ScriptArguments`, `SFTConfig`, `ModelConfig` and `LaunchArguments`.
 
 A recipe is `recipes/<name>.yaml`; every field can be overridden on the command line (`--learning_rate 1e-5`).
-A recipe may name a `base:` recipe and give only the fields it changes; `RecipeParser` merges the base in before
+A recipe may name a `base:` recipe and give only the fields it changes; the base's fields are merged in before
 TrlParser sets the defaults, so the job and the launcher read the same resolved config. Unknown fields, in any of
 these files or on the command line, are one-line errors naming the field, raised by the launcher before any process,
 model or dataset is touched.
@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import os
 import typing
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -230,19 +231,6 @@ class Recipe:
         return json.loads(json.dumps(config, default=str))
 
 
-class RecipeParser(trl.TrlParser):
-    """`TrlParser` over every recipe dataclass that also resolves a recipe's `base:` (see `resolve_bases`)."""
-
-    def __init__(self) -> None:
-        # exit_on_error=False: a bad value raises argparse.ArgumentError instead of printing usage and exiting.
-        super().__init__(recipe_arguments(), exit_on_error=False)
-
-    def set_defaults_with_config(self, **config: Any) -> list[str]:
-        config = resolve_bases(config)
-        check_numbers(config)
-        return super().set_defaults_with_config(**config)
-
-
 def numeric_fields() -> set[str]:
     """The recipe fields whose type is a number (`int`, `float`, either or None)."""
     return {
@@ -307,30 +295,32 @@ def _read_recipe_file(path: Path) -> dict[str, Any]:
         raise RecipeError(str(error)) from error
 
 
-def base_recipes(config: dict[str, Any]) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """The file and fields of each recipe that `config` is based on, nearest first (`base:` names a recipe)."""
-    seen: set[Path] = set()
-    while BASE_KEY in config:
-        path = recipe_path(str(config[BASE_KEY])).resolve()
-        if path in seen:
-            raise RecipeError(f"{path}: base recipes form a cycle")
-        seen.add(path)
-        config = _read_recipe_file(path)
-        yield path, config
+RecipeFiles = list[tuple[Path, dict[str, Any]]]
 
 
-def resolve_bases(config: dict[str, Any]) -> dict[str, Any]:
+def recipe_files(path: Path) -> RecipeFiles:
+    """A recipe's file and fields, then those of each recipe it is based on (`base:`), nearest first: one read each."""
+    files = [(path, _read_recipe_file(path))]
+    while BASE_KEY in files[-1][1]:
+        base = recipe_path(str(files[-1][1][BASE_KEY])).resolve()
+        if base in [file for file, _ in files[1:]]:
+            raise RecipeError(f"{base}: base recipes form a cycle")
+        files.append((base, _read_recipe_file(base)))
+    return files
+
+
+def merge_files(files: RecipeFiles) -> dict[str, Any]:
     """A recipe's fields over those of its base recipes (each key replaced whole), without the `base` key."""
-    resolved = dict(config)
-    for _, base in base_recipes(config):
-        resolved = {**base, **resolved}
+    resolved: dict[str, Any] = {}
+    for _, fields in reversed(files):
+        resolved |= fields
     resolved.pop(BASE_KEY, None)
     return resolved
 
 
 def read_recipe(name_or_path: str) -> dict[str, Any]:
     """A recipe's fields with its bases resolved: what TrlParser sets as defaults before the overrides."""
-    return resolve_bases(_read_recipe_file(recipe_path(name_or_path)))
+    return merge_files(recipe_files(recipe_path(name_or_path)))
 
 
 def recipe_backend(name_or_path: str) -> str:
@@ -338,15 +328,13 @@ def recipe_backend(name_or_path: str) -> str:
     return str(read_recipe(name_or_path).get(BACKEND_KEY, TRL_BACKEND))
 
 
-def check_backend(name_or_path: str) -> None:
-    """A TRL command given an OpenAI recipe: one line that names the command that runs it."""
-    config = read_recipe(name_or_path)
+def check_backend(path: Path, config: dict[str, Any]) -> None:
+    """A TRL command given an OpenAI recipe (`config`: its resolved fields): one line naming the command to run."""
     if config.get(BACKEND_KEY, TRL_BACKEND) != TRL_BACKEND:
         command = "sweep" if any(key in config for key in SWEEP_KEYS) else "finetune"
-        name = recipe_path(name_or_path).stem
         raise RecipeError(
-            f"{name} is an OpenAI fine-tuning recipe ({BACKEND_KEY}: {config[BACKEND_KEY]}): "
-            f"run `reversal-hf openai {command} {name}`"
+            f"{path.stem} is an OpenAI fine-tuning recipe ({BACKEND_KEY}: {config[BACKEND_KEY]}): "
+            f"run `reversal-hf openai {command} {path.stem}`"
         )
 
 
@@ -361,51 +349,25 @@ def unknown_field_error(where: str, name: str, known: Iterable[str]) -> RecipeEr
     return RecipeError(f"{where}: unknown field {name!r}{suggestion}")
 
 
-def check_field_names(path: Path, known: set[str] | None = None) -> None:
-    """Every key of a recipe and of its bases is a known field (else a "did you mean" error): by default a field of
-    a recipe dataclass, with `env` at the top; the OpenAI arm passes its own."""
+def check_field_names(files: RecipeFiles, known: set[str] | None = None) -> None:
+    """Every key of a recipe and of its bases (`recipe_files`) is a known field (else a "did you mean" error): by
+    default a field of a recipe dataclass, with `env` at the top; the OpenAI arm passes its own."""
     top_only = {ENV_KEY} if known is None else set()
     known = (_known_fields() if known is None else known) | {BASE_KEY}
-    config = _read_recipe_file(path)
-    files = [(path, config, known | top_only), *((base_path, base, known) for base_path, base in base_recipes(config))]
-    for file, fields, allowed in files:
+    for index, (file, fields) in enumerate(files):
+        allowed = known | top_only if index == 0 else known
         for key in fields:
             if key not in allowed:
                 raise unknown_field_error(str(file), key, allowed)
 
 
 def parse_recipe(args: list[str], *, as_cpu_host: bool = False) -> Recipe:
-    """`--config <recipe.yaml> [--field value ...]`, the arguments `accelerate launch` passes to `scripts/sft.py`.
-
-    Runs go to `outputs/<recipe>/` unless the recipe or an override names an `output_dir`. `as_cpu_host` checks the
-    recipe as a CPU-only machine would (see `load_recipe`) and keeps the recipe's own `use_cpu`. A recipe that leaves
-    `bf16` unset gets the precision this machine's device runs natively (`reversal_hf.precision`), not TRL's bf16.
-    """
+    """`--config <recipe.yaml> [--field value ...]`, the arguments `accelerate launch` passes to `scripts/sft.py`."""
     if "--config" not in args[:-1]:
         raise RecipeError("usage: sft.py --config <recipe.yaml> [--field value ...]")
-    path = Path(args[args.index("--config") + 1])
-    parser = RecipeParser()
-    parser.set_defaults(output_dir=str(OUTPUTS_DIR / path.stem))
-    parser.set_defaults_with_config(**{k: v for k, v in _read_recipe_file(path).items() if k != ENV_KEY})
-    with _one_line_errors(path):
-        declared = parser.parse_known_args(args)[0]  # the recipe's own values, before SFTConfig.__post_init__
-    precision = None
-    if not declared.fp16 and not (as_cpu_host and not declared.use_cpu):  # a GPU recipe's device is not this one
-        precision = choose_precision(declared.bf16, on_cpu=trains_on_cpu(declared.use_cpu))
-        if precision.warning:
-            logger.warning("%s: %s", path.stem, precision.warning)
-        if declared.bf16 is None:  # TRL's default would be bf16 everywhere
-            args = [*args, "--bf16", str(precision.bf16).lower()]
-    recipe = _parse(parser, path, [*args, "--use_cpu", "true"] if as_cpu_host else args)
-    recipe.precision = precision
-    check_hyperparameters(recipe)
-    if recipe.training_args.padding_free and recipe.script_args.training_mode == "prompt_tuning":
-        # As for isolated_padding_free: PEFT drops position_ids, the only thing keeping TRL's packed documents apart.
-        raise RecipeError(f"{path.stem}: padding_free does not work with prompt tuning: set it to false")
-    if as_cpu_host:  # what the job will resolve: the recipe's values, as SFTConfig.__post_init__ treats use_cpu
-        recipe.training_args.use_cpu = declared.use_cpu
-        recipe.training_args.dataloader_pin_memory = declared.dataloader_pin_memory and not declared.use_cpu
-    return recipe
+    index = args.index("--config")
+    path = Path(args[index + 1])
+    return _parse(path, recipe_files(path), [*args[:index], *args[index + 2 :]], as_cpu_host=as_cpu_host)
 
 
 @contextlib.contextmanager
@@ -421,20 +383,53 @@ def _one_line_errors(path: Path) -> Iterator[None]:
         raise RecipeError(f"{path.stem}: {str(error).splitlines()[0]}") from error
 
 
-def _parse(parser: RecipeParser, path: Path, args: list[str]) -> Recipe:
-    """The recipe's dataclasses from `args`."""
+def _parse(path: Path, files: RecipeFiles, args: list[str], *, as_cpu_host: bool) -> Recipe:
+    """One parse (`trl.TrlParser`): the recipe files' fields as defaults, `args` over them; then the precision.
+
+    Runs go to `outputs/<recipe>/` unless the recipe or an override names an `output_dir`. `as_cpu_host` checks the
+    recipe as a CPU-only machine would (see `load_recipe`) and keeps the recipe's own `use_cpu`. A recipe that leaves
+    `bf16` unset gets the precision this machine's device runs natively (`reversal_hf.precision`), not TRL's bf16.
+    """
+    (top_path, top), *bases = files
+    parser = trl.TrlParser(recipe_arguments(), exit_on_error=False)
+    parser.set_defaults(output_dir=str(OUTPUTS_DIR / path.stem))
+    config = merge_files([(top_path, {key: value for key, value in top.items() if key != ENV_KEY}), *bases])
+    check_numbers(config)
     with _one_line_errors(path):
-        *arguments, unknown = parser.parse_args_and_config(args, return_remaining_strings=True)
-    if unknown:
-        flag = unknown[0].split("=", 1)[0]
+        unknown = parser.set_defaults_with_config(**config)
+        declared, remaining = parser.parse_known_args(args)  # the recipe's own values, before SFTConfig.__post_init__
+    precision = None
+    if not declared.fp16 and not (as_cpu_host and not declared.use_cpu):  # a GPU recipe's device is not this one
+        precision = choose_precision(declared.bf16, on_cpu=trains_on_cpu(declared.use_cpu))
+        if precision.warning:
+            logger.warning("%s: %s", path.stem, precision.warning)
+    values = vars(declared)
+    if precision is not None and declared.bf16 is None:  # TRL's default would be bf16 everywhere
+        values["bf16"] = precision.bf16
+    with _one_line_errors(path):
+        env = top.get(ENV_KEY, {})  # the recipe's own `env:`, set as TrlParser sets it
+        if not isinstance(env, dict):
+            raise ValueError("`env` field should be a dict in the YAML file.")
+        os.environ.update({key: str(value) for key, value in env.items()})
+        recipe = Recipe(path.stem, path, *parser.parse_dict(values | {"use_cpu": True} if as_cpu_host else values))
+    for argument in [*unknown, *remaining]:
+        flag = argument.split("=", 1)[0]
         if not flag.startswith("--"):
-            raise RecipeError(f"{path.stem}: unexpected argument {unknown[0]!r}")
+            raise RecipeError(f"{path.stem}: unexpected argument {argument!r}")
         raise unknown_field_error(path.stem, flag.removeprefix("--"), _known_fields())
-    return Recipe(path.stem, path, *arguments)
+    recipe.precision = precision
+    check_hyperparameters(recipe)
+    if recipe.training_args.padding_free and recipe.script_args.training_mode == "prompt_tuning":
+        # As for isolated_padding_free: PEFT drops position_ids, the only thing keeping TRL's packed documents apart.
+        raise RecipeError(f"{path.stem}: padding_free does not work with prompt tuning: set it to false")
+    if as_cpu_host:  # what the job will resolve: the recipe's values, as SFTConfig.__post_init__ treats use_cpu
+        recipe.training_args.use_cpu = declared.use_cpu
+        recipe.training_args.dataloader_pin_memory = declared.dataloader_pin_memory and not declared.use_cpu
+    return recipe
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None, *, on_launcher: bool = False) -> Recipe:
-    """Check a recipe's field names, then parse it with the overrides.
+    """Read a recipe and its bases once, check its back-end and field names, then parse it with the overrides.
 
     The launcher (`on_launcher`) never trains, so it checks a recipe as a CPU host: transformers refuses `bf16`
     only when `use_cpu` is false and *this* machine has no bf16 GPU, which a laptop or login node launching a GPU
@@ -442,9 +437,10 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None, *, on_lau
     """
     overrides = list(overrides or [])
     path = recipe_path(name_or_path)
-    check_backend(path.as_posix())
-    check_field_names(path)
-    recipe = parse_recipe(["--config", str(path), *overrides], as_cpu_host=on_launcher)
+    files = recipe_files(path)
+    check_backend(path, merge_files(files))
+    check_field_names(files)
+    recipe = _parse(path, files, overrides, as_cpu_host=on_launcher)
     recipe.overrides = overrides
     return recipe
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from reversal_hf import run_folder
+from reversal_hf.command import CommandFailed, run_command
 from reversal_hf.configs import Recipe, RecipeError, accelerate_config_path, gradient_accumulation_steps, load_recipe
 from reversal_hf.files import read_yaml
 from reversal_hf.paths import REPO_ROOT
@@ -219,24 +220,24 @@ def build_commands(
     main_process_ip: str = "127.0.0.1",
     main_process_port: int = DEFAULT_MAIN_PROCESS_PORT,
 ) -> list[list[str]]:
-    """One `accelerate launch` command per node (machine rank 0..nnodes-1)."""
+    """One `accelerate launch` command per node (machine rank 0..nnodes-1), each read by accelerate's own launch
+    parser (as `trl` launches its scripts): what is printed and run is what `accelerate launch` takes."""
+    from accelerate.commands.launch import launch_command_parser
+
     config_file = _repo_relative(accelerate_config_path(recipe.launch_args.accelerate_config))
-    total_processes = processes_per_node(recipe) * nnodes
-    script = [str(SFT_SCRIPT), "--config", _repo_relative(recipe.path), *recipe.overrides]
-    # --quiet: a job that stops with its one `error:` line is not wrapped in accelerate's traceback of the launch.
-    head = [accelerate_executable(), "launch", "--quiet", "--config_file", config_file]
-    head += ["--num_processes", str(total_processes)]
-    if nnodes == 1:
-        return [[*head, *script]]
-    return [
-        [
-            *head,
-            *("--num_machines", str(nnodes), "--machine_rank", str(rank)),
-            *("--main_process_ip", main_process_ip, "--main_process_port", str(main_process_port)),
-            *script,
-        ]
+    # accelerate counts the processes of every node; --quiet: a job that stops with its one `error:` line is not
+    # wrapped in accelerate's traceback of the launch.
+    head = ["--quiet", "--config_file", config_file, "--num_processes", str(processes_per_node(recipe) * nnodes)]
+    nodes = [
+        ["--num_machines", str(nnodes), "--machine_rank", str(rank), "--main_process_ip", main_process_ip]
+        + ["--main_process_port", str(main_process_port)]
         for rank in range(nnodes)
     ]
+    script = [str(SFT_SCRIPT), "--config", _repo_relative(recipe.path), *recipe.overrides]
+    commands = [[*head, *node, *script] for node in nodes] if nnodes > 1 else [[*head, *script]]
+    for arguments in commands:
+        launch_command_parser().parse_args(arguments)
+    return [[accelerate_executable(), "launch", *arguments] for arguments in commands]
 
 
 def prepare(recipe_name: str, overrides: list[str], *, nnodes: int, dry_run: bool, sweep: bool = False) -> Recipe:
@@ -290,7 +291,7 @@ def format_dry_run(recipe: Recipe, commands: list[list[str]], *, name_run: bool 
     return "\n".join(lines)
 
 
-def run_command(command: list[str]) -> int:
+def run_in_process_group(command: list[str]) -> int:
     """Run a launch command from the repository root (where relative recipe paths point), in its own process group.
 
     SIGTERM or SIGINT to the launcher goes to that whole group (`accelerate launch` and its training processes),
@@ -361,34 +362,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def launch(args: argparse.Namespace, overrides: list[str]) -> None:
+    """Check every run of the recipe, then print (`--dry-run`) or run their commands one after the other; a failed
+    run ends the launch with its exit status (it has printed why)."""
+    if args.nnodes < 1:
+        raise RecipeError("--nnodes must be at least 1")
+    if args.machine_rank is not None and not 0 <= args.machine_rank < args.nnodes:
+        raise RecipeError(f"--machine-rank must be in 0..{args.nnodes - 1}")
+    recipes = prepare_runs(args.recipe, overrides, nnodes=args.nnodes, dry_run=args.dry_run)
+    node = {"nnodes": args.nnodes, "main_process_ip": args.main_process_ip, "main_process_port": args.main_process_port}
+    commands = [build_commands(recipe, **node) for recipe in recipes]
+    if args.dry_run:
+        runs = zip(recipes, commands, strict=True)
+        print("\n".join(format_dry_run(*run, name_run=len(recipes) > 1) for run in runs))
+        return
+    if args.nnodes > 1 and args.machine_rank is None:
+        raise RecipeError("--machine-rank is required to run a multi-node launch (see recipes/launch.slurm)")
+    for node_commands in commands:
+        returncode = run_in_process_group(node_commands[args.machine_rank or 0])
+        if returncode != 0:
+            raise CommandFailed(exit_status=returncode)
+
+
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_command_line(build_parser(), argv)
-    try:
-        if args.nnodes < 1:
-            raise RecipeError("--nnodes must be at least 1")
-        if args.machine_rank is not None and not 0 <= args.machine_rank < args.nnodes:
-            raise RecipeError(f"--machine-rank must be in 0..{args.nnodes - 1}")
-        recipes = prepare_runs(args.recipe, overrides, nnodes=args.nnodes, dry_run=args.dry_run)
-        commands = [
-            build_commands(
-                recipe,
-                nnodes=args.nnodes,
-                main_process_ip=args.main_process_ip,
-                main_process_port=args.main_process_port,
-            )
-            for recipe in recipes
-        ]
-        if args.dry_run:
-            runs = zip(recipes, commands, strict=True)
-            print("\n".join(format_dry_run(*run, name_run=len(recipes) > 1) for run in runs))
-            return 0
-        if args.nnodes > 1 and args.machine_rank is None:
-            raise RecipeError("--machine-rank is required to run a multi-node launch (see recipes/launch.slurm)")
-    except RecipeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    for node_commands in commands:
-        returncode = run_command(node_commands[args.machine_rank or 0])
-        if returncode != 0:
-            return returncode
-    return 0
+    return run_command(lambda: launch(args, overrides), (RecipeError,), done=None)

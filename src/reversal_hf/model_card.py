@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reversal_hf import run_folder
+from reversal_hf.command import run_command
 from reversal_hf.files import FileFormatError
 from reversal_hf.models import REGISTRY
 
@@ -174,16 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from huggingface_hub.errors import HfHubHTTPError
 
-    try:
+    def push_or_write() -> str | Path:
         if args.hub_model_id:
-            print(push_run(args.run_dir, args.hub_model_id, private=args.private or None))
-        else:
-            build_model_card(args.run_dir).save(args.run_dir / "README.md")
-            print(args.run_dir / "README.md")
-    except (ModelCardError, FileFormatError, HfHubHTTPError) as error:
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
-        return 1
-    return 0
+            return push_run(args.run_dir, args.hub_model_id, private=args.private or None)
+        build_model_card(args.run_dir).save(args.run_dir / "README.md")
+        return args.run_dir / "README.md"
+
+    errors = (ModelCardError, FileFormatError, HfHubHTTPError)
+    return run_command(push_or_write, errors, done=str, describe=lambda error: str(error).splitlines()[0])
 
 
 if __name__ == "__main__":

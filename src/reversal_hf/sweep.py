@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reversal_hf import launch
+from reversal_hf.command import CommandFailed, run_command
 from reversal_hf.configs import Recipe, RecipeError
 from reversal_hf.paths import REPO_ROOT
 from reversal_hf.run_folder import is_finished
@@ -86,16 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args, overrides = launch.parse_command_line(build_parser(), argv)
-    try:
-        recipe = launch.prepare(args.recipe, overrides, nnodes=1, dry_run=True, sweep=True)
-        runs = plan(recipe, overrides)
-        if not args.dry_run:  # the model is prepared once here, not by every run
-            launch.check_model(recipe, dry_run=False)
-    except RecipeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+def run_sweep(args: argparse.Namespace, overrides: list[str]) -> None:
+    """Check every run, then list (`--dry-run`) or run them one after the other; a failed run stops the sweep."""
+    recipe = launch.prepare(args.recipe, overrides, nnodes=1, dry_run=True, sweep=True)
+    runs = plan(recipe, overrides)
+    if not args.dry_run:  # the model is prepared once here, not by every run
+        launch.check_model(recipe, dry_run=False)
     print(f"{recipe.name}: {len(runs)} runs, {sum(run.finished for run, _ in runs)} finished")
     for index, (run, single) in enumerate(runs, 1):
         command = launch.build_commands(single)[0]
@@ -103,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run or run.finished:
             print(f"  {shlex.join(command)}")
             continue
-        returncode = launch.run_command(command)
+        returncode = launch.run_in_process_group(command)
         if returncode != 0:
-            print(f"error: run {run.output_dir} failed with exit code {returncode}", file=sys.stderr)
-            return returncode
-    return 0
+            raise CommandFailed(f"run {run.output_dir} failed with exit code {returncode}", returncode)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = launch.parse_command_line(build_parser(), argv)
+    return run_command(lambda: run_sweep(args, overrides), (RecipeError,), done=None)

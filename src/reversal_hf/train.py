@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from reversal_hf import paths, run_folder
+from reversal_hf.command import run_command
 from reversal_hf.configs import Recipe, RecipeError, gradient_accumulation_steps, parse_recipe
 from reversal_hf.evaluation.errors import EvaluationError
 from reversal_hf.truncation import check_document_lengths
@@ -510,16 +511,15 @@ def end_distributed(*, synchronize: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    succeeded = False
+    returncode = 1
     try:
-        run(parse_recipe(sys.argv[1:] if argv is None else argv))
-        succeeded = True
-    except (RecipeError, TrainError, EvaluationError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        recipe_argv = sys.argv[1:] if argv is None else argv
+        returncode = run_command(
+            lambda: run(parse_recipe(recipe_argv)), (RecipeError, TrainError, EvaluationError), done=None
+        )
     finally:
-        end_distributed(synchronize=succeeded)
-    return 0
+        end_distributed(synchronize=returncode == 0)
+    return returncode
 
 
 if __name__ == "__main__":

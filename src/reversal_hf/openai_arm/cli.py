@@ -11,6 +11,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from reversal_hf.command import CommandFailed, print_error, run_command
 from reversal_hf.configs import RecipeError
 from reversal_hf.files import FileFormatError
 from reversal_hf.launch import split_overrides
@@ -56,7 +57,8 @@ def _confirm(question: str) -> bool:
 
 def _follow_all(
     client: openai.OpenAI, pending: list[jobs.PreparedRun], job_ids: list[str], poll_interval_s: float
-) -> int:
+) -> None:
+    """Follow each job to its end; a failed one is an `error:` line and the others are still followed."""
     failures = 0
     for prepared, job_id in zip(pending, job_ids, strict=True):
         try:
@@ -67,19 +69,20 @@ def _follow_all(
                 print(f"cancelled {job_id}", file=sys.stderr)
             else:
                 print(f"{job_id} keeps running; run the same command again to attach to it", file=sys.stderr)
-            return INTERRUPTED
+            raise CommandFailed(exit_status=INTERRUPTED) from None
         try:
             jobs.check_succeeded(job, prepared.output_dir)
         except jobs.FinetuneError as error:
-            print(f"error: {error}", file=sys.stderr)
+            print_error(str(error))
             failures += 1
             continue
         run_info = jobs.write_run_info(prepared, job, train_loss)
         print(f"{prepared.output_dir}: {run_info['fine_tuned_model']}")
-    return 1 if failures else 0
+    if failures:
+        raise CommandFailed()  # each failed job has had its `error:` line
 
 
-def run(args: argparse.Namespace, overrides: list[str]) -> int:
+def run(args: argparse.Namespace, overrides: list[str]) -> None:
     runs = load_runs(args.recipe, overrides)
     if args.command == "finetune" and len(runs) > 1:
         raise RecipeError(f"{args.recipe} is a sweep of {len(runs)} runs: use `reversal-hf openai sweep`")
@@ -91,25 +94,22 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         pending.append(jobs.prepare(run))
         print(pending[-1].summary())
     if args.dry_run or not pending:
-        return 0
+        return
     new_jobs = [prepared for prepared in pending if jobs.recorded_job(prepared) is None]
     if new_jobs and not args.yes:
-        print(f"error: {len(new_jobs)} new fine-tuning job(s) would be paid for: add --yes", file=sys.stderr)
-        return 1
+        raise CommandFailed(f"{len(new_jobs)} new fine-tuning job(s) would be paid for: add --yes")
     client = make_client(args.base_url, max_retries=args.max_retries, timeout_s=args.timeout)
     with one_line_errors(client):
         job_ids = [jobs.start(client, prepared) for prepared in pending]
-        return _follow_all(client, pending, job_ids, args.poll_interval)
+        _follow_all(client, pending, job_ids, args.poll_interval)
 
 
 def main(argv: list[str] | None = None) -> int:
     command_argv, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(command_argv)
+    errors = (RecipeError, TrainingDataError, FileFormatError, OpenAIAPIError, jobs.FinetuneError)
     try:
-        return run(args, overrides)
-    except (RecipeError, TrainingDataError, FileFormatError, OpenAIAPIError, jobs.FinetuneError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return run_command(lambda: run(args, overrides), errors, done=None)
     except KeyboardInterrupt:  # before following: what the API already returned is in the run folder's state file
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return INTERRUPTED

@@ -23,6 +23,7 @@ from reversal_hf.configs import (
     RecipeError,
     check_field_names,
     read_recipe,
+    recipe_files,
     recipe_path,
     unknown_field_error,
 )
@@ -111,7 +112,7 @@ def _read_recipe(path: Path) -> dict[str, Any]:
         raise RecipeError(
             f"{path.stem} is not an OpenAI recipe ({BACKEND_KEY}: {OPENAI_BACKEND}): run `reversal-hf train` or `sweep`"
         )
-    check_field_names(path, FIELDS | {BACKEND_KEY, *SWEEP_KEYS})
+    check_field_names(recipe_files(path), FIELDS | {BACKEND_KEY, *SWEEP_KEYS})
     return config
 
 
