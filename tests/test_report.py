@@ -535,3 +535,17 @@ def test_likelihood_is_pooled_over_facts_and_seeds_and_holm_corrected(pooled_run
     text = (tmp_path / "report.md").read_text()
     assert "Family for Holm's correction: the 4 pooled test(s) of this table" in text
     assert markdown.difference_cell(test["pooled"]["summed"]) in text
+
+
+def test_accuracy_figures_draw_the_95_percent_interval_not_the_sd(tmp_path: Path, monkeypatch) -> None:
+    """Figure 6's bars reach each cell's `ci` (asymmetric around the mean), not mean ± SD."""
+    from reversal_hf.reporting import figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda figure, path: drawn.append(figure) or path)
+    cell = {"mean": 0.4, "sd": 0.3, "se": 0.2, "n_seeds": 2, "per_run": {}, "ci": {"low": 0.35, "high": 0.5}}
+    group = {"group": "g", "rows": [{"split": "question_to_answer/test", "accuracy": cell}]}
+    figures.exp3_figure([group], tmp_path / "fig6.png")
+    (bars,) = [container for container in drawn[0].axes[0].containers if hasattr(container, "errorbar")]
+    (segment,) = bars.errorbar.lines[2][0].get_segments()
+    assert [round(float(y), 6) for _, y in segment] == [0.35, 0.5]

@@ -37,6 +37,15 @@ def _error(entry: dict[str, Any] | None, spread: str) -> float:
     return 0.0 if entry is None or entry[spread] is None else entry[spread]
 
 
+def _interval_bars(entries: list[dict[str, Any] | None], scale: float = 1.0) -> np.ndarray:
+    """Error bars (below, above the mean) reaching an accuracy's 95% interval `ci`; none where it has none."""
+    bars = np.zeros((2, len(entries)))
+    for index, entry in enumerate(entries):
+        if entry is not None and entry.get("ci"):
+            bars[:, index] = (entry["mean"] - entry["ci"]["low"], entry["ci"]["high"] - entry["mean"])
+    return scale * np.clip(bars, 0.0, None)
+
+
 def _mean(entry: dict[str, Any] | None) -> float:
     return np.nan if entry is None else entry["mean"]
 
@@ -112,7 +121,7 @@ def exp3_figure(exp3: list[dict[str, Any]], path: Path) -> Path:
     for index, split in enumerate(splits):
         rows = [next((r for r in group["rows"] if r["split"] == split), None) for group in exp3]
         means = [_mean(r and r["accuracy"]) for r in rows]
-        errors = [_error(r and r["accuracy"], "sd") for r in rows]
+        errors = _interval_bars([r and r["accuracy"] for r in rows])
         direction = paper_numbers.EXP3_CONFIG_DIRECTION.get(split.split("/")[0], "unknown order")
         offset = (index - (len(splits) - 1) / 2) * width
         axis.bar(x + offset, means, width, yerr=errors, capsize=3, label=f"{split} ({direction})")
@@ -122,7 +131,7 @@ def exp3_figure(exp3: list[dict[str, Any]], path: Path) -> Path:
     axis.set_xticks(x, [_wrap(group["group"]) for group in exp3], fontsize=8)
     axis.set_xlim(-1, len(exp3))
     axis.set_ylim(0, 1)
-    axis.set_ylabel("exact-match accuracy (± SD over seeds)")
+    axis.set_ylabel("exact-match accuracy (bars: 95% interval)")
     axis.set_title("Figure 6 style: Experiment 3\n(instructions in the same vs the reverse order)")
     axis.legend(fontsize=8)
     return _save(figure, path)
@@ -251,13 +260,13 @@ def mitigation_figure(methods: list[dict[str, Any]], path: Path) -> Path:
         width = 0.8 / len(bars)
         for index, (key, label, color) in enumerate(bars):
             means = [100 * _mean(method[key]) for method in methods]
-            errors = [100 * _error(method[key], "sd") for method in methods]
+            errors = _interval_bars([method[key] for method in methods], scale=100)
             offset = (index - (len(bars) - 1) / 2) * width
             axis.bar(x + offset, means, width, yerr=errors, capsize=2, color=color, label=label)
         axis.set_xticks(x, [_wrap(method["method"], 14) for method in methods], fontsize=8)
         axis.set_xlim(-0.5, len(methods) - 0.5)
         axis.set_ylim(0, 105)
-        axis.set_ylabel("exact match % (± SD over seeds)")
+        axis.set_ylabel("exact match % (bars: 95% interval)")
         axis.set_title(title)
         axis.legend(fontsize=8, ncols=len(bars), loc="upper right")
     paper = paper_numbers.EXP1_TABLE1
