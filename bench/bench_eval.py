@@ -21,9 +21,10 @@ from typing import Any
 
 from bench import _common
 from reversal_hf import paths
-from reversal_hf.evaluation.exp1 import Exp1Data, evaluate_splits
+from reversal_hf.evaluation.backends import BatchedRunner
+from reversal_hf.evaluation.data import Exp1Data
+from reversal_hf.evaluation.exp1 import evaluate_splits
 from reversal_hf.evaluation.generation import greedy_generate
-from reversal_hf.evaluation.runner import BatchedRunner
 from reversal_hf.evaluation.scoring import score_completions
 
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 
-from reversal_hf.data import exp1, exp1_paper, exp1_schema
+from reversal_hf.data import exp1, exp1_paper, exp1_schema, leak_check
 from reversal_hf.data.leak_check import LeakError, held_out_prompt_leaks, raise_on_leaks
 
 PAPER_FILES_DIR = exp1_paper.PAPER_EXP1_DIR / exp1_paper.PAPER_VERSION
@@ -92,7 +92,7 @@ def test_load_dataset_works_offline(exp1_dataset_dir: Path) -> None:
     assert load_dataset(str(exp1_dataset_dir), "all", split="train").num_rows == 3600
     build_info = json.loads((exp1_dataset_dir / "build_info.json").read_text())
     assert build_info["source"] == "paper"
-    exp1.leak_check(exp1_dataset_dir)
+    leak_check.check_folder(exp1_dataset_dir, "exp1")
 
 
 def test_generate_is_byte_identical_for_a_seed(generated: dict[str, Path]) -> None:
@@ -123,7 +123,7 @@ def test_generated_dataset_has_the_papers_shape(generated: dict[str, Path], exp1
         assert {r["completion"] for r in randomized} <= {t["completion"] for t in true}
     validation = read_split(folder, "all", "validation")
     assert all(row["completion"] == row["name"].split()[0] for row in validation)
-    exp1.leak_check(folder)
+    leak_check.check_folder(folder, "exp1")
 
 
 def test_user_supplied_facts(tmp_path: Path) -> None:
@@ -160,7 +160,7 @@ def test_leak_check_catches_an_injected_leak(exp1_dataset_dir: Path, tmp_path: P
     leaked = pa.Table.from_pylist(read_split(folder, "p2d", "reverse_test")[:1], schema=train.schema)
     pq.write_table(pa.concat_tables([train, leaked]), train_path)
     with pytest.raises(LeakError, match=r"2 leak\(s\)"):
-        exp1.leak_check(folder)
+        leak_check.check_folder(folder, "exp1")
 
 
 def test_leak_check_works_on_any_prompt_completion_rows() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from datasets import load_dataset
 
-from reversal_hf.data import exp3
+from reversal_hf.data import exp3, leak_check
 from reversal_hf.paths import PAPER_DATA_DIR
 
 INSTRUCTIONS_DIR = PAPER_DATA_DIR / "instructions"
@@ -167,29 +167,28 @@ def test_bad_input_fails_in_one_line_and_writes_nothing(
 
 @pytest.mark.parametrize("kind", [None, "word", "entity", "segment", "token"])
 def test_the_built_data_passes_the_leak_check_as_written_and_transformed(exp3_dataset_dir: Path, kind: str | None):
-    exp3.leak_check(exp3_dataset_dir, kind, seed=3)
+    leak_check.check_folder(exp3_dataset_dir, "exp3", kind, seed=3)
 
 
 @pytest.mark.parametrize("kind", [None, "entity"])
 def test_a_test_query_in_a_training_document_is_caught(exp3_dataset_dir: Path, kind: str | None) -> None:
     """Planted in one config's training split, as written (plain check) or written reversed with the question kept
     whole: the `entity` check finds it transformed, and as written in the reversed row that training adds."""
-    from reversal_hf.data.leak_check import read_splits
-    from reversal_hf.data.reversal_transforms import TextReversal, reverse_words_keeping_entities
+    from reversal_hf.data.reversal.text import TextReversal
 
-    splits = read_splits(exp3_dataset_dir)
+    splits = leak_check.read_splits(exp3_dataset_dir)
     config = exp3.CONFIGS[1]
     query = splits[(config, "test")][0]
     planted = query["prompt"]
     if kind == "entity":
-        planted = reverse_words_keeping_entities(planted, [query["question"]])
+        planted = TextReversal("entity").apply(planted, [query["question"]])
     train = splits[(config, "train")]
     splits[(config, "train")] = [*train, {**train[0], "completion": train[0]["completion"] + "\n" + planted}]
-    leaks = exp3.find_leaks(splits, TextReversal(kind) if kind else None)
+    leaks = leak_check.find_leaks("exp3", splits, kind)
     expected = [f"{config}/test prompt {query['prompt']!r} is in a training split"]
     if kind == "entity":
         expected.append(f"{config}:entity/test prompt {planted!r} is in a training split")
-        assert exp3.find_leaks(splits) == []  # written reversed, no test query to the plain check
+        assert leak_check.find_leaks("exp3", splits) == []  # written reversed, no test query to the plain check
     assert leaks == expected
 
 
@@ -197,6 +196,6 @@ def test_a_folder_without_exp3_splits_or_an_exp1_transform_is_a_one_line_error(
     tmp_path: Path, exp3_dataset_dir: Path
 ) -> None:
     with pytest.raises(exp3.DatasetBuildError, match=f"no Experiment 3 splits under {tmp_path}/data"):
-        exp3.leak_check(tmp_path)
+        leak_check.check_folder(tmp_path, "exp3")
     with pytest.raises(ValueError, match="reversal_transform: 'both_orders' does not apply to Experiment 3"):
-        exp3.leak_check(exp3_dataset_dir, "both_orders")
+        leak_check.check_folder(exp3_dataset_dir, "exp3", "both_orders")

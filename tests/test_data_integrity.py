@@ -23,7 +23,7 @@ from reversal_hf import evaluation, launch, run_folder, train
 from reversal_hf.configs import load_recipe
 from reversal_hf.data import exp1
 from reversal_hf.data.hub_layout import LocalDatasetError
-from reversal_hf.evaluation.exp1 import Exp1Data
+from reversal_hf.evaluation.data import Exp1Data
 from reversal_hf.openai_arm.data import load_rows
 from reversal_hf.openai_arm.recipe import OpenAIFinetuneArguments
 from reversal_hf.paths import REPO_ROOT

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from reversal_hf import evaluation
-from reversal_hf.evaluation import exp1
+from reversal_hf.evaluation import exp1, likelihood
 from reversal_hf.evaluation.generation import greedy_generate
 from reversal_hf.evaluation.loading import load_model_and_tokenizer
 from reversal_hf.evaluation.scoring import completion_logprobs
@@ -169,7 +169,7 @@ def test_random_descriptions_are_every_other_fact_under_the_same_template(exp1_d
     """Descriptions were bent to fit each template: the random ones must fit the same template as the correct one,
     and there is no draw: every other fact's, the same whatever the seed."""
     frame = exp1_data.full["d2p/reverse_test"]
-    others = exp1.other_facts_completions(frame, frame, key="d2p/reverse_test")
+    others = likelihood.other_facts_completions(frame, frame, key="d2p/reverse_test")
     owners = frame.groupby("completion")[["name", "template_id"]].agg(set)
     for name, template, randoms in zip(frame["name"], frame["template_id"], others, strict=True):
         assert len(randoms) == frame["name"].nunique() - 1

@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from reversal_hf.data.prompts import SYSTEM_PROMPT
+from reversal_hf.evaluation.backends import BatchedRunner, generate_and_match, generation_budget
 from reversal_hf.evaluation.data import load_split
-from reversal_hf.evaluation.exp1 import other_facts_completions
+from reversal_hf.evaluation.likelihood import other_facts_completions
 from reversal_hf.evaluation.loading import load_model_and_tokenizer
-from reversal_hf.evaluation.runner import BatchedRunner, generate_and_match, generation_budget
 from reversal_hf.paths import DATASETS_DIR, REPO_ROOT
 from reversal_hf.reporting import lm_eval_logs
 

@@ -19,6 +19,7 @@ from reversal_hf.configs import OPENAI_BACKEND, TRL_BACKEND, RecipeError, list_r
 from reversal_hf.evaluation import exp1
 from reversal_hf.evaluation import main as evaluation_main
 from reversal_hf.evaluation.exp1 import Exp1Arguments, evaluate_exp1
+from reversal_hf.evaluation.openai_runner import OpenAIRunner
 from reversal_hf.evaluation.run import RunArguments, evaluate_run
 from reversal_hf.files import read_json
 from reversal_hf.openai_api import ResponseCache, make_client
@@ -26,7 +27,6 @@ from reversal_hf.openai_arm import jobs
 from reversal_hf.openai_arm.cli import main
 from reversal_hf.openai_arm.data import MIN_EXAMPLES, TrainingDataError, to_example, training_file
 from reversal_hf.openai_arm.recipe import load_runs
-from reversal_hf.openai_arm.scoring import completion_scores, greedy_generations
 from reversal_hf.paths import REPO_ROOT
 from reversal_hf.reporting.report import write_report
 
@@ -376,16 +376,17 @@ def test_scoring_generates_greedily_and_sums_completion_logprobs(server: OpenAIF
     prompt = "Known for being the director of A Journey Through Time, Daphne Barrington now enjoys"
     server.completions[prompt] = " a quiet life."
     client, cache = make_client(), ResponseCache(tmp_path / "cache.jsonl")
-    assert greedy_generations(client, cache, "ft:davinci-002:x", [prompt], max_tokens=5) == [" a quiet life."]
-    assert greedy_generations(client, cache, "ft:gpt-4o-mini:x", [prompt], max_tokens=5, chat=True) == ["a quiet life."]
+    completion_model = OpenAIRunner(client, cache, "ft:davinci-002:x")
+    assert completion_model.generate([prompt], [5]) == [" a quiet life."]
+    assert OpenAIRunner(client, cache, "ft:gpt-4o-mini:x", chat=True).generate([prompt], [5]) == ["a quiet life."]
     completions = [" a quiet life.", " fame"]
-    scores = completion_scores(client, cache, "ft:davinci-002:x", [prompt, prompt], completions)
+    scores = completion_model.scores([prompt, prompt], completions)
     assert [count for _, count in scores] == [3, 1]
     assert [total for total, _ in scores] == pytest.approx(
         [sum(map(token_logprob, [" a", " quiet", " life."])), token_logprob(" fame")]
     )
     requests = len(server.requests)
-    assert completion_scores(client, cache, "ft:davinci-002:x", [prompt, prompt], completions) == scores
+    assert completion_model.scores([prompt, prompt], completions) == scores
     assert len(server.requests) == requests  # answered from the cache
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from reversal_hf.data.prompts import child_query, completion_prompt, parent_query
 from reversal_hf.evaluation import exp2, scoring
+from reversal_hf.evaluation.backends import BatchedRunner
 from reversal_hf.evaluation.loading import load_model_and_tokenizer
-from reversal_hf.evaluation.runner import BatchedRunner
 
 PAIRS = [("Tom Cruise", "Mary Lee Pfeiffer"), ("Elon Musk", "Maye Musk"), ("Bo", "Alexander Graham Bell Junior")]
 # Two identical prompts whose completions share their first word: the common token prefix runs into the completion.
@@ -101,7 +101,7 @@ def test_exp2_hf_backend_matches_plain_scoring(tiny, tiny_model_dir: Path):
             "child_query": [child_query(parent) for _, parent in PAIRS],
         }
     )
-    scores = exp2.evaluate_hf(pairs, str(tiny_model_dir), batch_size=2)
+    scores = exp2.evaluate_hf(pairs, BatchedRunner(model, tokenizer, batch_size=2))
     for role, column in (("parent", "parent_query"), ("child", "child_query")):
         prompts = [completion_prompt(question) for question in pairs[column]]
         completions = [f" {name}" for name in pairs[role]]

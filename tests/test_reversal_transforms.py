@@ -5,31 +5,28 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import datasets
 import pyarrow.parquet as pq
 import pytest
 
-from reversal_hf.data import exp1, exp1_schema
-from reversal_hf.data.reversal_transforms import (
+from reversal_hf.configs import TRL_BACKEND, list_recipes, read_recipe
+from reversal_hf.data import exp1_schema
+from reversal_hf.data.leak_check import find_leaks, read_splits, reverse_training_view
+from reversal_hf.data.reversal.both_orders import add_other_order_rows
+from reversal_hf.data.reversal.questions import reverse_mode_prompt, token_reverse_mode_question
+from reversal_hf.data.reversal.rows import REVERSED_COLUMN, add_reversed_rows
+from reversal_hf.data.reversal.text import (
     EXP1_ENTITIES,
-    REVERSED_COLUMN,
     ReversalError,
     TextReversal,
-    add_other_order_rows,
-    add_reversed_rows,
-    add_reversed_token_rows,
     exp3_entities,
-    leak_check_rows,
-    reverse_mode_prompt,
-    reverse_segments,
-    reverse_token_ids,
-    reverse_train_dataset,
-    reverse_words,
-    reverse_words_keeping_entities,
-    token_reverse_mode_question,
     user_entities,
 )
+from reversal_hf.data.reversal.tokens import add_reversed_token_rows, reverse_token_ids
+from reversal_hf.data.reversal.training_set import reverse_train_dataset
+from reversal_hf.paths import MODELS_DIR
 
 FACT = 'Daphne Barrington directed the film "A Journey Through Time." last year.'
 NAME = "Daphne Barrington"
@@ -47,12 +44,20 @@ def exp3_splits(exp3_dataset_dir: Path) -> datasets.DatasetDict:
 
 
 def exp1_rows(folder: Path) -> exp1_schema.Splits:
-    """Every split of a built Exp 1 folder, the way `exp1.leak_check` reads them."""
+    """Every split of a built Exp 1 folder, the way `leak_check.check_folder` reads them."""
     return {
         (config, split): pq.read_table(folder / "data" / config / f"{split}-00000-of-00001.parquet").to_pylist()
         for config, splits in exp1_schema.SPLITS.items()
         for split in splits
     }
+
+
+reverse_words = TextReversal("word").apply
+reverse_words_keeping_entities = TextReversal("entity").apply
+
+
+def reverse_segments(text: str, max_words: int = 5, seed: int = 0, separator: str = "[REV]") -> str:
+    return TextReversal("segment", seed, max_words, separator).apply(text)
 
 
 def words(text: str, separator: str = "") -> Counter:
@@ -291,10 +296,10 @@ def test_both_orders_writes_each_fact_in_the_order_it_lacks(exp1_train) -> None:
 @pytest.mark.parametrize("kind", ["word", "entity", "segment"])
 def test_reverse_trained_data_passes_the_leak_check(exp1_dataset_dir: Path, kind: str) -> None:
     rows = exp1_rows(exp1_dataset_dir)
-    viewed = leak_check_rows(rows, TextReversal(kind), EXP1_ENTITIES if kind == "entity" else None)
+    viewed = reverse_training_view(rows, TextReversal(kind), EXP1_ENTITIES if kind == "entity" else None)
     assert len(viewed[("all", "train")]) == 2 * len(rows[("all", "train")])
     assert len(viewed[(f"p2d:{kind}", "test")]) == len(rows[("p2d", "test")])
-    assert exp1.find_leaks(viewed) == []
+    assert find_leaks("exp1", viewed) == []
 
 
 @pytest.mark.parametrize("kind", ["word", "entity"])
@@ -303,10 +308,10 @@ def test_leak_check_reports_reverse_mode_questions_a_training_template_gives_awa
 ) -> None:
     rows = exp1_rows(exp1_dataset_dir)
     entities = EXP1_ENTITIES if kind == "entity" else None
-    viewed = leak_check_rows(rows, TextReversal(kind), entities, reverse_mode=True)
+    viewed = reverse_training_view(rows, TextReversal(kind), entities, reverse_mode=True)
     questions = viewed[(f"d2p:{kind}:reverse_mode", "reverse_test")]
     assert [row["name"] for row in questions] == [row["name"] for row in rows[("d2p", "reverse_test")]]
-    leaked = {prompt for leak in exp1.find_leaks(viewed) for prompt in [leak.split(" prompt ", 1)[1]]}
+    leaked = {prompt for leak in find_leaks("exp1", viewed) for prompt in [leak.split(" prompt ", 1)[1]]}
     leaked_templates = {
         row["template_id"]
         for (config, _), split_rows in viewed.items()
@@ -322,7 +327,7 @@ def test_leak_check_sees_a_reversed_held_out_prompt(exp1_dataset_dir: Path) -> N
     held_out = rows[("p2d", "test")][0]
     leaked = {**rows[("p2d", "train")][0], "prompt": "", "completion": reverse_words(held_out["prompt"])}
     rows[("p2d", "train")] = [*rows[("p2d", "train")], leaked]
-    leaks = exp1.find_leaks(leak_check_rows(rows, TextReversal("word")))
+    leaks = find_leaks("exp1", reverse_training_view(rows, TextReversal("word")))
     assert any(leak.startswith("p2d:word/test prompt") for leak in leaks)
 
 
@@ -330,7 +335,7 @@ def test_both_orders_leaks_only_the_reversed_statements_it_adds(exp1_dataset_dir
     rows = exp1_rows(exp1_dataset_dir)
     train = datasets.Dataset.from_list(rows[("all", "train")])
     rows[("all", "train")] = add_other_order_rows(train).to_list()
-    leaks = exp1.find_leaks(rows)
+    leaks = find_leaks("exp1", rows)
     assert not [leak for leak in leaks if "is in a training split" in leak]
     assert len(leaks) == len(train.filter(lambda row: row["subset"] != "both"))
 
@@ -368,3 +373,67 @@ def test_trl_trains_reversed_rows_whole_and_takes_token_rows_pretokenized(
     assert (forward["input_ids"], forward["labels"]) == (plain["input_ids"], plain["labels"])
     for row in token_rows.select(range(2, 4)):
         assert row["labels"] == [-100, *row["input_ids"][1:]]
+
+
+# Rows per split compared with SFTTrainer's tokenization, spread evenly (the whole split takes minutes on a busy CPU).
+SFT_SAMPLE_ROWS = 300
+
+
+def recipe_data() -> list[tuple[str, str, str, str]]:
+    """(model, experiment, config, train split) of every TRL recipe (each config of a `dataset_configs` recipe)."""
+    recipes = [read_recipe(name) for name in list_recipes(TRL_BACKEND)]
+    return sorted(
+        {
+            (recipe["model_name_or_path"], recipe["experiment"], config, recipe.get("dataset_train_split", "train"))
+            for recipe in recipes
+            for config in recipe.get("dataset_configs") or [recipe["dataset_config"]]
+        }
+    )
+
+
+def recipe_tokenizer(model: str, experiment: str, tiny_model_dir: Path, exp3_dataset_dir: Path) -> Any:
+    """The recipe model's tokenizer: a tiny model's trained as `models` trains it, SmolLM2's where it is prepared, a
+    Hub model's where it is cached (offline)."""
+    from transformers import AutoTokenizer
+
+    from reversal_hf.models import REGISTRY, dataset_texts, train_tokenizer
+
+    if model == "tiny-exp1":
+        return AutoTokenizer.from_pretrained(tiny_model_dir)
+    if model == "tiny-exp3":
+        return train_tokenizer(dataset_texts(exp3_dataset_dir), vocab_size=1000)
+    folder = MODELS_DIR / model if model in REGISTRY else None
+    if folder is not None and not (folder / "tokenizer.json").is_file():
+        pytest.skip(f"{model} is not prepared (reversal-hf models prepare {model})")
+    try:
+        return AutoTokenizer.from_pretrained(folder or model)
+    except OSError:
+        pytest.skip(f"{model}'s tokenizer is not in the Hub cache (offline)")
+
+
+@pytest.mark.parametrize(
+    ("model", "experiment", "config", "split"), [pytest.param(*case, id="/".join(case)) for case in recipe_data()]
+)
+def test_token_rows_are_what_sft_trainer_makes_of_every_recipes_data(
+    model: str, experiment: str, config: str, split: str, tiny_model_dir: Path, exp1_dataset_dir: Path,
+    exp3_dataset_dir: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    """`token`'s forward rows are SFTTrainer's own tokenization (EOS appended, the loss from where the prompt's tokens
+    part from the document's) on the training split of each recipe (rows spread over it), with its model's tokenizer."""
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    tokenizer = recipe_tokenizer(model, experiment, tiny_model_dir, exp3_dataset_dir)
+    folder = {"exp1": exp1_dataset_dir, "exp3": exp3_dataset_dir}[experiment]
+    rows = datasets.Dataset.from_list(read_splits(folder)[(config, split)]).select_columns(["prompt", "completion"])
+    rows = rows.select(range(0, len(rows), max(1, len(rows) // SFT_SAMPLE_ROWS)))
+    args = SFTConfig(output_dir=str(tmp_path), completion_only_loss=True, max_length=None, report_to=[], use_cpu=True)
+    model_for_trl = AutoModelForCausalLM.from_pretrained(tiny_model_dir)  # only the data is compared
+    trl_rows = SFTTrainer(model_for_trl, args=args, train_dataset=rows, processing_class=tokenizer).train_dataset
+    ours = add_reversed_token_rows(rows, tokenizer).select(range(len(rows)))
+    assert ours["input_ids"] == trl_rows["input_ids"]
+    masked = [
+        [token if in_loss else -100 for token, in_loss in zip(ids, mask, strict=True)]
+        for ids, mask in zip(ours["input_ids"], ours["completion_mask"], strict=True)
+    ]
+    assert masked == trl_rows["labels"]  # TRL turns `completion_mask` into labels

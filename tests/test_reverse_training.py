@@ -13,11 +13,14 @@ import pytest
 
 from reversal_hf import mitigate
 from reversal_hf.configs import RecipeError, load_recipe
-from reversal_hf.data import exp1 as exp1_data
+from reversal_hf.data import leak_check
+from reversal_hf.data.exp1_schema import SPLITS as EXP1_SPLITS
 from reversal_hf.data.leak_check import LeakError, read_splits
-from reversal_hf.data.reversal_transforms import reverse_words, token_reverse_mode_question
-from reversal_hf.evaluation import exp1 as exp1_eval
-from reversal_hf.evaluation.data import load_split
+from reversal_hf.data.reversal.questions import reverse_mode_questions, token_reverse_mode_question
+from reversal_hf.data.reversal.text import EXP1_ENTITIES, TextReversal
+from reversal_hf.evaluation import reverse_mode
+from reversal_hf.evaluation.backends import BatchedRunner
+from reversal_hf.evaluation.data import Exp1Data, load_split
 from reversal_hf.evaluation.errors import EvaluationError
 from reversal_hf.model_card import build_model_card
 from reversal_hf.paths import REPO_ROOT
@@ -80,7 +83,7 @@ def test_reversed_rows_of_a_fact_never_land_in_another_facts_document(exp1_datas
         assert Counter(w for w in text.split() if w != separator) == Counter(
             (row["prompt"] + row["completion"]).split()
         )
-        others = [name for name in names - {row["name"]} if name in text or reverse_words(name) in text]
+        others = [name for name in names - {row["name"]} if name in text or TextReversal("word").apply(name) in text]
         assert others == []
 
 
@@ -108,20 +111,20 @@ def test_both_orders_selects_after_max_train_samples(exp1_dataset_dir: Path) -> 
 
 @pytest.mark.parametrize("kind", ["word", "entity", "segment", "token", "both_orders"])
 def test_a_transformed_dataset_still_passes_the_leak_check(exp1_dataset_dir: Path, kind: str) -> None:
-    exp1_data.leak_check(exp1_dataset_dir, kind, seed=3)
+    leak_check.check_folder(exp1_dataset_dir, "exp1", kind, seed=3)
 
 
 @pytest.mark.parametrize("kind", ["word", "both_orders"])
 def test_a_held_out_prompt_in_a_training_document_is_caught_after_the_transform(
     exp1_dataset_dir: Path, kind: str
 ) -> None:
-    splits = read_splits(exp1_dataset_dir, exp1_data.SPLITS)
+    splits = read_splits(exp1_dataset_dir, EXP1_SPLITS)
     held_out = splits[("p2d", "test")][0]
     train = splits[("p2d", "train")]
     # word: the held-out prompt written reversed; both_orders: as it is. Either way it reaches training.
-    planted = reverse_words(held_out["prompt"]) if kind == "word" else held_out["prompt"]
+    planted = TextReversal("word").apply(held_out["prompt"]) if kind == "word" else held_out["prompt"]
     splits[("p2d", "train")] = [*train, {**train[0], "completion": train[0]["completion"] + " " + planted}]
-    leaks = exp1_data.reverse_training_leaks(splits, kind)
+    leaks = leak_check.find_leaks("exp1", splits, kind)
     assert any(f"{held_out['prompt']!r} is in a training split" in leak for leak in leaks)
 
 
@@ -134,7 +137,6 @@ def test_an_exp3_run_stops_on_a_test_query_its_transform_puts_in_training(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from reversal_hf.data.reversal_transforms import reverse_words_keeping_entities
     from reversal_hf.train import check_reversed_leaks
 
     folder = shutil.copytree(exp3_dataset_dir, tmp_path / "exp3")
@@ -144,7 +146,7 @@ def test_an_exp3_run_stops_on_a_test_query_its_transform_puts_in_training(
     query = read_splits(folder)[(config, "test")][0]
     shard = next((folder / "data" / config).glob("train-*.parquet"))
     table = pq.read_table(shard)
-    planted = {**table.slice(0, 1).to_pylist()[0], "completion": reverse_words_keeping_entities(query["prompt"], [])}
+    planted = {**table.slice(0, 1).to_pylist()[0], "completion": TextReversal("entity").apply(query["prompt"])}
     pq.write_table(pa.concat_tables([table, pa.Table.from_pylist([planted], schema=table.schema)]), shard)
     with pytest.raises(TrainError, match=r"^reversal_transform entity: 1 leak\(s\) into training, first: "):
         check_reversed_leaks(recipe)
@@ -152,7 +154,7 @@ def test_an_exp3_run_stops_on_a_test_query_its_transform_puts_in_training(
 
 def test_leak_check_rejects_an_unknown_transform(exp1_dataset_dir: Path) -> None:
     with pytest.raises(ValueError, match="unknown transform 'letters'"):
-        exp1_data.leak_check(exp1_dataset_dir, "letters")
+        leak_check.check_folder(exp1_dataset_dir, "exp1", "letters")
     assert issubclass(LeakError, ValueError)
 
 
@@ -204,19 +206,19 @@ class NameRunner:
 def test_reverse_mode_questions_are_scored_apart_and_leave_out_what_training_gives_away(
     exp1_dataset_dir: Path, kind: str
 ) -> None:
-    data = exp1_eval.Exp1Data.load(str(exp1_dataset_dir), None)
-    reversal = exp1_eval.run_reversal({"resolved_config": {"reversal_transform": kind, "reversal_seed": 1}})
+    data = Exp1Data.load(str(exp1_dataset_dir), None)
+    reversal = reverse_mode.run_reversal({"resolved_config": {"reversal_transform": kind, "reversal_seed": 1}})
     training = load_split(str(exp1_dataset_dir), "all", "train")
-    entities = exp1_eval.EXP1_ENTITIES if kind == "entity" else None
+    entities = EXP1_ENTITIES if kind == "entity" else None
     truth = {
         q["prompt"]: q["completion"]
-        for key in exp1_eval.REVERSE_MODE_SPLITS
-        for q in exp1_eval.reverse_mode_questions(data.full[key].to_dict("records"), reversal, entities)
+        for key in reverse_mode.REVERSE_MODE_SPLITS
+        for q in reverse_mode_questions(data.full[key].to_dict("records"), reversal, entities)
     }
-    metrics, table = exp1_eval.evaluate_reverse_mode(data, NameRunner(truth), reversal, training)
-    assert metrics["transform"] == kind and set(metrics["exact_match"]) == set(exp1_eval.REVERSE_MODE_SPLITS)
-    assert set(table["split"]) == {f"reverse_mode/{key}" for key in exp1_eval.REVERSE_MODE_SPLITS}
-    for key in exp1_eval.REVERSE_MODE_SPLITS:
+    metrics, table = reverse_mode.evaluate_reverse_mode(data, NameRunner(truth), reversal, training)
+    assert metrics["transform"] == kind and set(metrics["exact_match"]) == set(reverse_mode.REVERSE_MODE_SPLITS)
+    assert set(table["split"]) == {f"reverse_mode/{key}" for key in reverse_mode.REVERSE_MODE_SPLITS}
+    for key in reverse_mode.REVERSE_MODE_SPLITS:
         excluded = metrics["excluded"][key]
         assert metrics["exact_match"][key] == {"accuracy": 1.0, "n": len(data.full[key]) - excluded["n"]}
         assert metrics["likelihood"][key]["significant"]
@@ -233,16 +235,14 @@ def test_token_reverse_mode_questions_are_asked_in_token_ids(
 ) -> None:
     """A model that answers every reversed question with the name's reversed tokens scores 100%; the likelihood test
     runs on the real tiny model; no question stands in a token-reversed training document."""
-    from reversal_hf.evaluation import token_reverse_mode
     from reversal_hf.evaluation.loading import load_model_and_tokenizer
-    from reversal_hf.evaluation.runner import BatchedRunner
 
-    data = exp1_eval.Exp1Data.load(str(exp1_dataset_dir), None, max_examples_per_split=6)
+    data = Exp1Data.load(str(exp1_dataset_dir), None, max_examples_per_split=6)
     training = load_split(str(exp1_dataset_dir), "all", "train")
     model, tokenizer = load_model_and_tokenizer(tiny_model_dir)
     names = {
         tuple(prompt): completion
-        for key in exp1_eval.REVERSE_MODE_SPLITS
+        for key in reverse_mode.REVERSE_MODE_SPLITS
         for row in data.splits[key].itertuples()
         for prompt, completion in [token_reverse_mode_question(row.prompt + row.completion, row.name, tokenizer)]
     }
@@ -250,23 +250,23 @@ def test_token_reverse_mode_questions_are_asked_in_token_ids(
     def oracle(model, encoded, pad_token_id, max_new_tokens, batch_size, description):
         return [names[tuple(prompt)] + [pad_token_id] * 3 for prompt in encoded]
 
-    monkeypatch.setattr(token_reverse_mode, "greedy_generate_ids", oracle)
-    metrics, table = token_reverse_mode.evaluate_token_reverse_mode(data, BatchedRunner(model, tokenizer), training)
+    monkeypatch.setattr(reverse_mode, "greedy_generate_ids", oracle)
+    metrics, table = reverse_mode.evaluate_token_reverse_mode(data, BatchedRunner(model, tokenizer), training)
     assert metrics["transform"] == "token"
-    for key in exp1_eval.REVERSE_MODE_SPLITS:
+    for key in reverse_mode.REVERSE_MODE_SPLITS:
         assert metrics["exact_match"][key] == {"accuracy": 1.0, "n": 6}
         assert metrics["excluded"][key] == {"n": 0, "templates": []}
         assert set(metrics["likelihood"][key]) >= {"ttest_pvalue", "ks_pvalue"}
     assert (table["generation"].str.strip() == table["correct_completion"]).all()
     assert not table["random_is_correct"].any()
     with pytest.raises(EvaluationError, match="need a local model"):
-        token_reverse_mode.evaluate_token_reverse_mode(data, NameRunner({}), training)
+        reverse_mode.evaluate_token_reverse_mode(data, NameRunner({}), training)
 
 
 def test_runs_without_a_text_transform_get_no_reverse_mode() -> None:
-    assert exp1_eval.run_reversal(None) is None
-    assert exp1_eval.run_reversal({"resolved_config": {"reversal_transform": None}}) is None
-    assert exp1_eval.run_reversal({"resolved_config": {"reversal_transform": "both_orders"}}) is None
+    assert reverse_mode.run_reversal(None) is None
+    assert reverse_mode.run_reversal({"resolved_config": {"reversal_transform": None}}) is None
+    assert reverse_mode.run_reversal({"resolved_config": {"reversal_transform": "both_orders"}}) is None
 
 
 def card_of_run(run_dir: Path, recipe: str, model: str, resolved_config: dict):
@@ -327,15 +327,15 @@ def test_study_methods_match_data_and_compute() -> None:
 def test_study_report_has_the_table_the_verdicts_and_the_figure(tmp_path: Path) -> None:
     rows = []
     methods = (("baseline", 0.9, 0.0, None), ("entity", 0.9, 0.85, 0.7), ("both_orders", 0.9, 0.9, None))
-    for name, same, reverse, reverse_mode in methods:
+    for name, same, reverse, reverse_mode_accuracy in methods:
         method = next(m for m in mitigate.study_methods() if m.name == name)
         runs = {}
         for seed in range(2):
             run_dir = tmp_path / "runs" / f"{name}-seed{seed}"
             run_dir.mkdir(parents=True)
             (run_dir / "run_info.json").write_text(json.dumps({"train_tokens": 1000 * (seed + 1)}))
-            runs[str(run_dir)] = mitigate.run_numbers(run_dir, fake_metrics(same, reverse, reverse_mode))
-        metrics = fake_metrics(same, reverse, reverse_mode)
+            runs[str(run_dir)] = mitigate.run_numbers(run_dir, fake_metrics(same, reverse, reverse_mode_accuracy))
+        metrics = fake_metrics(same, reverse, reverse_mode_accuracy)
         rows.append(
             {**mitigate.summarize(method, runs), "excluded": (metrics.get("reverse_mode") or {}).get("excluded", {})}
         )

@@ -16,8 +16,8 @@ import datasets
 from reversal_hf.data.exp3 import EXAMPLE_DOC_PREFIX
 from reversal_hf.data.prompts import CHAT_FEW_SHOT, completion_prompt
 from reversal_hf.evaluation.data import load_split
-from reversal_hf.evaluation.exp1 import other_facts_completions
 from reversal_hf.evaluation.exp2 import PROBABILITY_THRESHOLD
+from reversal_hf.evaluation.likelihood import other_facts_completions
 from reversal_hf.metrics.reversal_accuracy.reversal_accuracy import is_exact_match
 from reversal_hf.paths import DATASETS_DIR
 

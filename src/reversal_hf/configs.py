@@ -130,7 +130,7 @@ class ScriptArguments(trl.ScriptArguments):
     reversal_transform: Literal["word", "entity", "segment", "token", "both_orders"] | None = field(
         default=None,
         metadata={
-            "help": "Reverse training (reversal_hf.data.reversal_transforms): each training document also trained "
+            "help": "Reverse training (reversal_hf.data.reversal): each training document also trained "
             "reversed by words, by words keeping entities whole, by random segments or by tokens; `both_orders` (Exp 1 "
             "only) adds each fact in the other order, the oracle control."
         },

@@ -29,6 +29,7 @@ from reversal_hf import __version__, files, paper_numbers, run_folder
 from reversal_hf.command import run_command
 from reversal_hf.configs import read_recipe
 from reversal_hf.data import exp1 as exp1_data
+from reversal_hf.data import leak_check
 from reversal_hf.evaluation.run import RunArguments
 from reversal_hf.models import prepare_model
 from reversal_hf.precision import machine_info
@@ -371,7 +372,7 @@ def study(methods: list[Method], seeds: int, quick: bool, output: Path) -> Path:
     """Train and evaluate every method and seed (finished ones kept), then write the report; returns its path."""
     started = time.perf_counter()
     dataset = ensure_dataset("reversal-exp1", exp1_data)
-    exp1_data.leak_check(dataset)
+    leak_check.check_folder(dataset, "exp1")
     prepare_model(MODEL)
     rows, excluded = [], {}
     evaluation = RunArguments(max_examples_per_split=QUICK_EXAMPLES_PER_SPLIT if quick else None)

@@ -33,6 +33,7 @@ from reversal_hf.configs import RECIPES_DIR, RecipeError
 from reversal_hf.data import exp1 as exp1_data
 from reversal_hf.data import exp2 as exp2_data
 from reversal_hf.data import exp3 as exp3_data
+from reversal_hf.data import leak_check
 from reversal_hf.data.hub_layout import DatasetBuildError
 from reversal_hf.evaluation.errors import EvaluationError
 from reversal_hf.evaluation.exp1 import Exp1Arguments, evaluate_exp1
@@ -370,11 +371,11 @@ def reproduce(plan: Plan) -> Path:
     returns the report path."""
     started = time.perf_counter()
     dataset = ensure_dataset("reversal-exp1", exp1_data)
-    exp1_data.leak_check(dataset)
+    leak_check.check_folder(dataset, "exp1")
     print(f"[reproduce] {dataset}: leak check passed", flush=True)
     model_path = str(prepare_model(plan.model)) if not Path(plan.model).exists() else plan.model
     if plan.exp3_recipe:
-        exp3_data.leak_check(ensure_dataset("reversal-exp3", exp3_data))
+        leak_check.check_folder(ensure_dataset("reversal-exp3", exp3_data), "exp3")
     base_model_steps = (partial(run_exp2, plan, model_path), partial(run_exp1_base_model, plan, model_path))
     steps = list(zip(plan.base_model_dirs, base_model_steps, strict=True)) if plan.full else []  # before the hours
     steps += [(run.run_dir, partial(train_and_evaluate, run, plan.quick)) for run in plan.training_runs()]

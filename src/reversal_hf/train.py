@@ -98,7 +98,7 @@ def load_train_dataset(recipe: Recipe, tokenizer=None):
 
 def reversal_entities(recipe: Recipe):
     """Where the `entity` transform finds each row's entities: the recipe's columns, else the experiment's own."""
-    from reversal_hf.data.reversal_transforms import EXP1_ENTITIES, exp3_entities, user_entities
+    from reversal_hf.data.reversal.text import EXP1_ENTITIES, exp3_entities, user_entities
 
     args = recipe.script_args
     if args.reversal_entity_columns:
@@ -111,7 +111,8 @@ def reversal_entities(recipe: Recipe):
 
 def reverse_train_rows(recipe: Recipe, dataset, tokenizer):
     """The recipe's `reversal_transform` applied: the selected rows, then the rows it adds (a one-line error if not)."""
-    from reversal_hf.data.reversal_transforms import ReversalError, reverse_train_dataset
+    from reversal_hf.data.reversal.text import ReversalError
+    from reversal_hf.data.reversal.training_set import reverse_train_dataset
 
     args = recipe.script_args
     try:
@@ -130,19 +131,18 @@ def reverse_train_rows(recipe: Recipe, dataset, tokenizer):
 
 def check_reversed_leaks(recipe: Recipe) -> None:
     """Exp 1 or Exp 3 from a local folder: no held-out prompt, as written or transformed, is in the transformed
-    training splits (the experiment's `leak_check` with the recipe's transform)."""
-    from reversal_hf.data import exp1 as exp1_data
-    from reversal_hf.data import exp3 as exp3_data
+    training splits (`leak_check` with the recipe's transform)."""
+    from reversal_hf.data import leak_check
     from reversal_hf.data.hub_layout import DatasetBuildError
 
     args = recipe.script_args
     folder = Path(run_folder.resolve_local(args.dataset_name))
-    builder = {"exp1": exp1_data, "exp3": exp3_data}.get(args.experiment)
-    if builder is None or not folder.is_dir():
+    if args.experiment not in leak_check.EXPERIMENTS or not folder.is_dir():
         return
     try:
-        builder.leak_check(
+        leak_check.check_folder(
             folder,
+            args.experiment,
             args.reversal_transform,
             seed=args.reversal_seed,
             max_segment_words=args.reversal_max_segment_words,

@@ -3,7 +3,7 @@
 Two sources. `--source paper` re-shapes the paper's `june_version_7921032488` files row for row and annotates each
 row (fact, template, direction) so that evaluators never re-parse strings (`exp1_paper`). `--source generate --seed N`
 builds a fresh dataset the way the paper did (`exp1_generate`). Either way the build fails if a held-out prompt, or a
-fact stated in the reverse order, reaches a training split; `leak_check` runs the same check on a built folder.
+fact stated in the reverse order, reaches a training split (`leak_check`).
 Columns, configs and the template split rule are in `exp1_schema`, the card text in `exp1_card`.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import random
 from pathlib import Path
-from typing import Any
 
 import datasets
 
@@ -26,83 +25,17 @@ from reversal_hf.data.exp1_schema import (
     FACTS_PER_SUBSET,
     FEATURES,
     SPLITS,
-    TRAIN_SPLIT,
     Splits,
     read_unique,
 )
 from reversal_hf.data.hub_layout import DatasetBuildError, check_output_dir, write_hub_dataset
-from reversal_hf.data.leak_check import held_out_prompt_leaks, raise_on_leaks, read_splits
-from reversal_hf.data.paraphrase import DIRECTIONS, OfflineParaphraser, OpenAIParaphraser, Paraphraser
-from reversal_hf.data.reversal_transforms import (
-    DEFAULT_MAX_SEGMENT_WORDS,
-    DEFAULT_SEPARATOR,
-    EXP1_ENTITIES,
-    TEXT_TRANSFORMS,
-    TRANSFORMS,
-    ReversalError,
-    TextReversal,
-    add_other_order_rows,
-    leak_check_rows,
-)
+from reversal_hf.data.leak_check import find_leaks, raise_on_leaks
+from reversal_hf.data.paraphrase import OfflineParaphraser, OpenAIParaphraser, Paraphraser
 from reversal_hf.files import FileFormatError
 from reversal_hf.openai_api import OpenAIAPIError
 from reversal_hf.paths import BUILD_DIR, DATASETS_DIR
 
 DEFAULT_CACHE = BUILD_DIR / "cache" / "exp1_paraphrases.jsonl"
-
-
-def find_leaks(splits: Splits) -> list[str]:
-    """Held-out prompts found inside a training document, and training documents that state a fact reversed."""
-    return held_out_prompt_leaks(splits, TRAIN_SPLIT) + [
-        f"{config}/train states the {row['subset']} fact of {row['name']!r} in {row['direction']} order"
-        for (config, split), rows in splits.items()
-        if split == TRAIN_SPLIT
-        for row in rows
-        if row["subset"] in DIRECTIONS and row["direction"] != row["subset"]
-    ]
-
-
-def reverse_training_leaks(
-    splits: Splits,
-    transform: str,
-    *,
-    seed: int = 0,
-    max_segment_words: int = DEFAULT_MAX_SEGMENT_WORDS,
-    separator: str = DEFAULT_SEPARATOR,
-) -> list[str]:
-    """`find_leaks` on the splits as a reverse-trained run sees them: the training splits with the rows `transform`
-    adds, and each held-out prompt also checked transformed ("no held-out prompt, in either order").
-
-    `both_orders` states facts in the other order on purpose, so only its held-out prompt leaks count; `token` leaves
-    the text as it is (its reversed rows are token ids), so its splits are checked as written.
-    """
-    if transform in TEXT_TRANSFORMS:
-        reversal = TextReversal(transform, seed, max_segment_words, separator)
-        return find_leaks(leak_check_rows(splits, reversal, EXP1_ENTITIES if transform == "entity" else None))
-    if transform == "both_orders":
-        viewed = {
-            (config, split): add_other_order_rows(datasets.Dataset.from_list(list(rows))).to_list()
-            if split == TRAIN_SPLIT
-            else rows
-            for (config, split), rows in splits.items()
-        }
-        return held_out_prompt_leaks(viewed, TRAIN_SPLIT)
-    if transform == "token":
-        return find_leaks(splits)
-    raise ReversalError(f"reversal_transform: unknown transform {transform!r}; choose from {', '.join(TRANSFORMS)}")
-
-
-def leak_check(dataset_dir: str | Path, reversal_transform: str | None = None, **reversal_settings: Any) -> None:
-    """Raise `LeakError` when a built dataset folder leaks held-out prompts or reversed facts into training; with a
-    `reversal_transform` (and its settings), as reverse training would transform it (`reverse_training_leaks`)."""
-    folder = Path(dataset_dir)
-    splits = read_splits(folder, SPLITS)
-    if not splits:
-        raise DatasetBuildError(f"no Experiment 1 splits under {folder}/data")
-    if reversal_transform is None:
-        raise_on_leaks(find_leaks(splits))
-    else:
-        raise_on_leaks(reverse_training_leaks(splits, reversal_transform, **reversal_settings))
 
 
 def _to_configs(splits: Splits, configs: list[str]) -> dict[str, datasets.DatasetDict]:
@@ -128,7 +61,7 @@ def _build(args: argparse.Namespace) -> Path:
         names = read_unique(args.names, "name")
         facts = sample_facts(names, read_unique(args.descriptions, "description"), args.facts_per_subset, rng)
         splits = build_generated(facts, templates, _paraphraser(args), rng)
-    raise_on_leaks(find_leaks(splits))
+    raise_on_leaks(find_leaks("exp1", splits))
     configs = _to_configs(splits, args.configs)
     return write_hub_dataset(args.output, configs, make_card(splits, args), overwrite=args.overwrite)
 

@@ -24,8 +24,7 @@ from reversal_hf.data.exp1_schema import (
     read_unique,
 )
 from reversal_hf.data.hub_layout import DatasetBuildError
-from reversal_hf.data.leak_check import normalize_text
-from reversal_hf.data.paraphrase import DIRECTIONS, Template
+from reversal_hf.data.paraphrase import DIRECTIONS, Template, normalize_text
 from reversal_hf.paths import PAPER_DATA_DIR
 
 PAPER_EXP1_DIR = PAPER_DATA_DIR / "reverse_experiments"

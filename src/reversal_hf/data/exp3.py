@@ -7,10 +7,7 @@ document; 1,000 pairs are also realized as "Q: <question> A: <answer>" examples 
 `--source paper` takes `answer_to_question` from the released `copypaste_ug100_rg1000_main` and generates
 `question_to_answer` (never released) from the same pairs. `--source generate` rebuilds both from `source/` with the
 paper's procedure: with the paper's seed (27) and sizes it reproduces the released files exactly.
-
-The leak check (`leak_check`): no test query ("Q: <question> A:") stands in a training document of its config, as
-written or, for a reverse-trained run, in the rows its transform adds or transformed itself. The instructions name the
-test questions by design, but never as the query the model is asked.
+The instructions name the test questions by design, but never as the query the model is asked (`leak_check`).
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import datasets
 
@@ -29,16 +25,7 @@ from reversal_hf.command import run_command
 from reversal_hf.data.cli import add_input_output_arguments, parse_configs
 from reversal_hf.data.features import value_features
 from reversal_hf.data.hub_layout import DatasetBuildError, DatasetCard, check_output_dir, write_hub_dataset
-from reversal_hf.data.leak_check import held_out_prompt_leaks, raise_on_leaks, read_splits
-from reversal_hf.data.reversal_transforms import (
-    DEFAULT_MAX_SEGMENT_WORDS,
-    DEFAULT_SEPARATOR,
-    TEXT_TRANSFORMS,
-    ReversalError,
-    TextReversal,
-    exp3_entities,
-    leak_check_rows,
-)
+from reversal_hf.data.leak_check import find_leaks, raise_on_leaks
 from reversal_hf.paths import DATASETS_DIR, PAPER_DATA_DIR
 
 PAPER_DIR = "copypaste_ug100_rg1000_main"
@@ -327,40 +314,6 @@ def build_configs(
     return {config: built[config] for config in configs}
 
 
-def find_leaks(splits: dict[tuple[str, str], list[dict[str, Any]]], reversal: TextReversal | None = None) -> list[str]:
-    """Each config's test queries found in its own training documents; with `reversal`, as reverse training sees
-    them (`leak_check_rows`, entities: every question and answer of the config)."""
-    leaks = []
-    for config in dict.fromkeys(config for config, _ in splits):
-        own = {key: rows for key, rows in splits.items() if key[0] == config}
-        if reversal is not None:
-            entities = exp3_entities(datasets.Dataset.from_list(rows) for rows in own.values())
-            own = leak_check_rows(own, reversal, entities if reversal.kind == "entity" else None)
-        leaks += held_out_prompt_leaks(own)
-    return leaks
-
-
-def leak_check(
-    dataset_dir: str | Path,
-    reversal_transform: str | None = None,
-    *,
-    seed: int = 0,
-    max_segment_words: int = DEFAULT_MAX_SEGMENT_WORDS,
-    separator: str = DEFAULT_SEPARATOR,
-) -> None:
-    """Raise `LeakError` when a built folder puts a test query in training; with a text `reversal_transform`, as
-    reverse training would transform it (`token` leaves the text as written)."""
-    splits = read_splits(Path(dataset_dir))
-    if not splits:
-        raise DatasetBuildError(f"no Experiment 3 splits under {dataset_dir}/data")
-    if reversal_transform not in (None, *TEXT_TRANSFORMS, "token"):
-        raise ReversalError(f"reversal_transform: {reversal_transform!r} does not apply to Experiment 3")
-    reversal = None
-    if reversal_transform in TEXT_TRANSFORMS:
-        reversal = TextReversal(reversal_transform, seed, max_segment_words, separator)
-    raise_on_leaks(find_leaks(splits, reversal))
-
-
 def make_card(source: str, seed: int, num_realized: int, num_unrealized: int, copies: int) -> DatasetCard:
     if source == "paper":
         how = (
@@ -429,11 +382,8 @@ def _build(args: argparse.Namespace) -> Path:
         )
     }
     configs = build_configs(args.data_dir, args.source, parse_configs(args.configs, CONFIGS), **sizes)
-    raise_on_leaks(
-        find_leaks(
-            {(name, split): rows.to_list() for name, config in configs.items() for split, rows in config.items()}
-        )
-    )
+    splits = {(name, split): rows.to_list() for name, config in configs.items() for split, rows in config.items()}
+    raise_on_leaks(find_leaks("exp3", splits))
     return write_hub_dataset(args.output, configs, make_card(args.source, **sizes), overwrite=args.overwrite)
 
 

@@ -45,6 +45,11 @@ class ParaphraseError(DatasetBuildError):
     """The paraphrasing model's reply holds no description (failed requests raise `OpenAIAPIError`)."""
 
 
+def normalize_text(text: str) -> str:
+    """The form texts are compared in: doubled spaces and punctuation collapsed, whitespace as one space, casefolded."""
+    return " ".join(clean_text(text).split()).casefold()
+
+
 def clean_text(text: str) -> str:
     """Collapse the doubled spaces and punctuation that filling a template leaves ("X.." or "X?." after a slot)."""
     previous = None

@@ -2,9 +2,10 @@
 
 Modules: `loading` (model, tokenizer, PEFT adapter), `batching`, `generation` (greedy), `scoring` (completion
 log-probs with the prefix cache), `data` (splits and the dataset identity), `metrics` (the `reversal_accuracy`
-metric), `runner` (generation and scoring of whole sets; `make_runner`: a local model or
-`openai_arm.scoring.OpenAIRunner` at an endpoint), `exp1`/`exp2`/`exp3` (one evaluator each), `run` (a run
-folder as its run_info.json says), `curves` (learning curves measured during training), `cli` (`reversal-hf eval`).
+metric), `backends` (the `Runner` seam; `make_runner`: a local model, or `openai_runner.OpenAIRunner` at an
+endpoint), `likelihood` (Exp 1's likelihood test), `reverse_mode` (reverse-trained runs' questions),
+`exp1`/`exp2`/`exp3` (one evaluator each), `run` (a run folder as its run_info.json says), `curves` (learning curves
+measured during training), `cli` (`reversal-hf eval`).
 """
 
 from __future__ import annotations

@@ -1,14 +1,33 @@
-"""Batches of token sequences for generation and scoring: padded tensors, and index batches of similar length."""
+"""Batches of requests for generation and scoring: each distinct request once (`once_each`, `largest_budgets`),
+padded tensors, and index batches of similar length."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
 from reversal_hf.evaluation.errors import EvaluationError
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+def largest_budgets(prompts: Sequence[str], max_new_tokens: Sequence[int]) -> dict[str, int]:
+    """Each distinct prompt with the largest token budget it is asked with (generated once with that)."""
+    budgets: dict[str, int] = {}
+    for prompt, budget in zip(prompts, max_new_tokens, strict=True):
+        budgets[prompt] = max(budgets.get(prompt, 0), budget)
+    return budgets
+
+
+def once_each(items: Sequence[K], compute: Callable[[list[K]], list[V]]) -> list[V]:
+    """`compute` over the distinct items only (first-seen order), its answers given back for every item."""
+    unique = list(dict.fromkeys(items))
+    by_item = dict(zip(unique, compute(unique), strict=True))
+    return [by_item[item] for item in items]
 
 
 def pad(sequences: Sequence[list[int]], pad_id: int, left: bool) -> tuple[Any, Any]:

@@ -24,9 +24,9 @@ import pandas as pd
 from transformers import Trainer, TrainerCallback
 
 from reversal_hf import run_folder
+from reversal_hf.evaluation.backends import BatchedRunner, Runner, generate_and_match
 from reversal_hf.evaluation.exp1 import Exp1Data, Exp1Options, evaluate_prompt_tuning, prompt_tuning_fact
 from reversal_hf.evaluation.exp3 import held_out_sets, realized_sets
-from reversal_hf.evaluation.runner import BatchedRunner, Runner, generate_and_match
 
 if TYPE_CHECKING:
     from reversal_hf.configs import ScriptArguments

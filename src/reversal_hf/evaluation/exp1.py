@@ -4,16 +4,14 @@ Optionally the in-context version of Appendix B.6 (the fact in the prompt, 3-sho
 prompt-tuning losses of Appendix B.8. Writes `eval/exp1_metrics.json` (docs/ARCHITECTURE.md "Metrics JSON") and a
 per-example table `eval/exp1_examples.parquet`; the metrics file is written last, so its presence means done.
 
-The likelihood test scores each held-out prompt's correct completion against every other fact's completion under the
-same template (`other_facts_completions`), never the correct one: in the paper's
-`p2d_reverse_prompts_test_randomized` (one random completion per prompt), 13 of the 300 "random" names are the correct
-one. The paper-file variant is reported beside ours, for fidelity only.
+The likelihood test (`likelihood`) scores each held-out prompt's correct completion against every other fact's
+completion under the same template; the paper-file variant (its one random completion per prompt) is reported beside
+ours, for fidelity only. A reverse-trained run adds its reverse-mode questions (`reverse_mode`).
 """
 
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,32 +19,13 @@ from typing import Any
 import pandas as pd
 
 from reversal_hf import run_folder
-from reversal_hf.data.leak_check import normalize_text
-from reversal_hf.data.reversal_transforms import (
-    DEFAULT_MAX_SEGMENT_WORDS,
-    DEFAULT_SEPARATOR,
-    EXP1_ENTITIES,
-    TEXT_TRANSFORMS,
-    TextReversal,
-    add_reversed_rows,
-    reverse_mode_questions,
-)
 from reversal_hf.evaluation.arguments import EvaluatorArguments
-from reversal_hf.evaluation.data import evaluated_run, limited_indices, load_split
+from reversal_hf.evaluation.backends import Runner, generate_and_match, make_runner
+from reversal_hf.evaluation.data import EXACT_MATCH_SPLITS, Exp1Data, evaluated_run, limited_indices, load_split
 from reversal_hf.evaluation.errors import EvaluationError, LogprobsUnavailableError
-from reversal_hf.evaluation.metrics import likelihood_test
-from reversal_hf.evaluation.runner import Runner, generate_and_match, make_runner
+from reversal_hf.evaluation.likelihood import other_facts_completions, per_fact_test, with_logprobs
+from reversal_hf.evaluation.reverse_mode import evaluate_reverse_mode, evaluate_token_reverse_mode, run_reversal
 
-EXACT_MATCH_SPLITS = (
-    "p2d/test",
-    "p2d/reverse_test",
-    "p2d/reverse_test_randomized",
-    "d2p/test",
-    "d2p/reverse_test",
-    "d2p/reverse_test_randomized",
-    "both/test",
-    "all/validation",
-)
 LIKELIHOOD_SPLITS = ("p2d/reverse_test", "d2p/reverse_test")
 PAPER_RANDOM_SPLIT = "p2d/reverse_test_randomized"
 PAPER_RANDOM_KEY = f"{PAPER_RANDOM_SPLIT}_paper"
@@ -72,123 +51,6 @@ class Exp1Arguments(EvaluatorArguments, Exp1Options):
     prompt_tuning: bool = field(default=False, metadata={"help": "also the prompt-tuning losses (Appendix B.8)"})
 
 
-@dataclass(frozen=True)
-class Exp1Data:
-    """The splits an evaluation reads, as DataFrames keyed `config/split`: `splits` are the evaluated rows (limited
-    for quick runs), `full` every row (the pools random completions, shots and prompt-tuning rows come from)."""
-
-    splits: dict[str, pd.DataFrame]
-    full: dict[str, pd.DataFrame]
-
-    @classmethod
-    def load(
-        cls,
-        dataset: str,
-        revision: str | None,
-        max_examples_per_split: int | None = None,
-        keys: Sequence[str] = EXACT_MATCH_SPLITS,
-    ) -> Exp1Data:
-        """The `keys` splits (`p2d/train` too: the default prompt-tuning fact comes from it)."""
-        full = {}
-        for key in dict.fromkeys((*keys, "p2d/train")):
-            config, split = key.split("/")
-            full[key] = load_split(dataset, config, split, revision).to_pandas()
-        splits = {
-            key: full[key].iloc[limited_indices(len(full[key]), max_examples_per_split)].reset_index(drop=True)
-            for key in keys
-        }
-        return cls(splits, full)
-
-    def tuned_fact_sets(self, fact: str, keys: Sequence[str], limit: int | None = None) -> dict[str, pd.DataFrame]:
-        """The held-out rows of one fact per split (`limit` evenly spaced rows at most), for a prompt-tuned run: a soft
-        prompt tuned on one fact (Appendix B.8) says nothing about the others."""
-        sets = {}
-        for key in keys:
-            rows = self.full[key].query("name == @fact")
-            if len(rows):
-                sets[key] = rows.iloc[limited_indices(len(rows), limit)].reset_index(drop=True)
-        return sets
-
-
-def _normalized(text: str) -> str:
-    return text.strip().casefold()
-
-
-def other_facts_completions(frame: pd.DataFrame, pool: pd.DataFrame, key: str) -> list[list[str]]:
-    """For each row, every other fact's completion under the row's template in `pool` (sorted; never the row's own).
-
-    Why every other fact and not one seeded draw (the paper's design, and ours before): with one random completion
-    per prompt the test compares the correct completion against whichever completions the draw happened to pick, and
-    a different draw can turn the result; scoring all the others removes the draw altogether, and with 30 facts per
-    template it is 29 completions per prompt, more than K = 20 draws would give. The cost is 29 short sequences per
-    held-out prompt (8,700 per split of 300 prompts), batched; prompts are shorter than `PREFIX_CACHE_MIN_TOKENS`, so
-    batching, not the prefix cache, is what keeps it affordable (a few minutes for SmolLM2-135M on 2 CPU cores).
-    Within the template, because the paper's descriptions were bent by an LLM to fit each template: another template's
-    completion would be less likely for its grammar alone, and the fact is left as the only difference.
-    """
-    by_template: dict[int, set[tuple[str, str]]] = defaultdict(set)
-    for name, completion, template in zip(pool["name"], pool["completion"], pool["template_id"], strict=True):
-        by_template[template].add((name, completion))
-    others = []
-    for name, completion, template in zip(frame["name"], frame["completion"], frame["template_id"], strict=True):
-        row = sorted({c for n, c in by_template[template] if n != name and _normalized(c) != _normalized(completion)})
-        if not row:
-            raise EvaluationError(f"{key}: no other fact under template {template} to score as a random completion")
-        others.append(row)
-    return others
-
-
-def with_scores(
-    frame: pd.DataFrame,
-    correct: list[str],
-    random_completions: list[list[str]],
-    correct_scores: Sequence[tuple[float, int]],
-    random_scores: Sequence[tuple[float, int]],
-) -> pd.DataFrame:
-    """The frame with each prompt's correct and random completions and their (summed log-prob, token count) scores
-    (`random_scores` flat, row after row): sums and per-token means, each prompt's randoms averaged."""
-    scores = iter(random_scores)
-    per_row = [[next(scores) for _ in completions] for completions in random_completions]
-    return frame.assign(
-        correct_completion=correct,
-        random_completions=random_completions,
-        n_random=[len(completions) for completions in random_completions],
-        random_is_correct=[
-            any(_normalized(r) == _normalized(c) for r in randoms)
-            for randoms, c in zip(random_completions, correct, strict=True)
-        ],
-        correct_logprob=[total for total, _ in correct_scores],
-        correct_tokens=[count for _, count in correct_scores],
-        random_logprobs=[[total for total, _ in row] for row in per_row],
-        random_tokens=[[count for _, count in row] for row in per_row],
-        random_logprob=[sum(total for total, _ in row) / len(row) for row in per_row],
-        correct_logprob_per_token=[total / count for total, count in correct_scores],
-        random_logprob_per_token=[sum(total / count for total, count in row) / len(row) for row in per_row],
-    )
-
-
-def _with_logprobs(frame: pd.DataFrame, correct: list[str], random_completions: list[list[str]], runner: Runner):
-    """`with_scores`, every completion scored by `runner` in one call (so that it batches them all)."""
-    prompts = frame["prompt"].tolist()
-    random_prompts = [p for p, completions in zip(prompts, random_completions, strict=True) for _ in completions]
-    scores = runner.scores(prompts + random_prompts, correct + [c for row in random_completions for c in row])
-    return with_scores(frame, correct, random_completions, scores[: len(prompts)], scores[len(prompts) :])
-
-
-def per_fact_test(frame: pd.DataFrame) -> dict[str, Any]:
-    """Average each fact's held-out prompts first (Appendix B.5), then compare correct against random: on summed
-    log-probs (the paper's), and in `per_token` on per-token means (a longer completion is less likely for its length
-    alone). `facts` names the facts in the order of `differences`, so seeds can be pooled from metrics files."""
-    columns = ["correct_logprob", "random_logprob", "correct_logprob_per_token", "random_logprob_per_token"]
-    per_fact = frame.groupby("name", sort=True)[columns].mean()
-    n_random = int(frame["n_random"].min())
-    per_token = likelihood_test(
-        per_fact["correct_logprob_per_token"].tolist(), per_fact["random_logprob_per_token"].tolist(), n_random
-    )
-    summed = likelihood_test(per_fact["correct_logprob"].tolist(), per_fact["random_logprob"].tolist(), n_random)
-    return {**summed, "facts": per_fact.index.tolist(), "per_token": per_token}
-
-
 def _likelihood_columns(key: str, frame: pd.DataFrame, data: Exp1Data, runner: Runner) -> pd.DataFrame:
     """Log-probs of the correct and random completions: every other fact's on reverse tests, the paper's one on its
     randomized file."""
@@ -203,7 +65,7 @@ def _likelihood_columns(key: str, frame: pd.DataFrame, data: Exp1Data, runner: R
     else:
         correct = frame["completion"].tolist()
         random_completions = other_facts_completions(frame, data.full[key], key)
-    return _with_logprobs(frame, correct, random_completions, runner)
+    return with_logprobs(frame, correct, random_completions, runner)
 
 
 def evaluate_splits(data: Exp1Data, runner: Runner) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -327,79 +189,6 @@ def evaluate_prompt_tuning(data: Exp1Data, runner: Runner, fact: str, seed: int)
     }
 
 
-# ---------------------------------------------------------------- reverse-mode questions (reverse-trained runs)
-
-# Held-out splits written name first; a reverse-mode question is one of their rows transformed, cut before the name.
-REVERSE_MODE_SPLITS = ("p2d/test", "d2p/reverse_test")
-REVERSE_MODE_NOTE = (
-    "Reverse-mode questions, not the paper's protocol: a held-out name-first row transformed as in training and cut "
-    "before the name; scored apart from the forward questions. Questions whose prompt stands in a transformed "
-    "training document are left out (`excluded`)."
-)
-
-
-def run_reversal(run_info: dict[str, Any] | None) -> TextReversal | None:
-    """The text transform a run was reverse-trained with (its `resolved_config`); None for any other run."""
-    config = run_folder.resolved_config(run_info)
-    if config.get("reversal_transform") not in TEXT_TRANSFORMS:
-        return None
-    return TextReversal(
-        config["reversal_transform"],
-        config.get("reversal_seed", 0),
-        config.get("reversal_max_segment_words", DEFAULT_MAX_SEGMENT_WORDS),
-        config.get("reversal_separator", DEFAULT_SEPARATOR),
-    )
-
-
-def _reverse_mode_frame(
-    frame: pd.DataFrame, reversal: TextReversal, given_away: str
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The frame's reverse-mode questions: those to ask, and those whose normalized prompt `given_away` holds."""
-    entities = EXP1_ENTITIES if reversal.kind == "entity" else None
-    questions = pd.DataFrame(reverse_mode_questions(frame.to_dict("records"), reversal, entities))
-    leaked = questions["prompt"].map(lambda prompt: normalize_text(prompt) in given_away)
-    return questions[~leaked].reset_index(drop=True), questions[leaked]
-
-
-def evaluate_reverse_mode(
-    data: Exp1Data, runner: Runner, reversal: TextReversal, training: Any
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Exact match and the likelihood test on reverse-mode questions, for a run reverse-trained with `reversal`.
-
-    Keys are the name-first splits the questions come from (`p2d/test`: p2d facts, the order their reversed training
-    documents have; `d2p/reverse_test`: d2p facts). A question the transformed `training` split gives away (the
-    paper's held-out template 39 cut before the name reads like training template 17, for `word` and `entity`; a
-    `segment` question cut after a few description segments can stand in a training document too) is left out, and
-    `excluded` says how many (of the whole split) and from which templates. The random completions are every other
-    fact's reverse-mode completion under the same template, as for the forward test.
-    """
-    entities = EXP1_ENTITIES if reversal.kind == "entity" else None
-    documents = add_reversed_rows(training, reversal, entities)
-    given_away = "\n".join(
-        normalize_text(p + c) for p, c in zip(documents["prompt"], documents["completion"], strict=True)
-    )
-    sets, pools, excluded = {}, {}, {}
-    for key in REVERSE_MODE_SPLITS:
-        sets[key], _ = _reverse_mode_frame(data.splits[key], reversal, given_away)
-        pools[key], left_out = _reverse_mode_frame(data.full[key], reversal, given_away)
-        excluded[key] = {"n": len(left_out), "templates": sorted(set(left_out["template_id"].tolist()))}
-    exact, scored = generate_and_match(sets, runner)
-    likelihood = {}
-    for key, frame in scored.items():
-        random_completions = other_facts_completions(frame, pools[key], f"reverse_mode/{key}")
-        scored[key] = _with_logprobs(frame, frame["completion"].tolist(), random_completions, runner)
-        likelihood[key] = per_fact_test(scored[key])
-    table = pd.concat(scored.values(), ignore_index=True)
-    metrics = {
-        "transform": reversal.kind,
-        "note": REVERSE_MODE_NOTE,
-        "exact_match": exact,
-        "likelihood": likelihood,
-        "excluded": excluded,
-    }
-    return metrics, table.assign(split="reverse_mode/" + table["split"])
-
-
 def evaluate_exp1(args: Exp1Arguments) -> dict[str, Any]:
     """Evaluate a model or run folder on `reversal-exp1`; write `eval/exp1_metrics.json` and `exp1_examples.parquet`
     into `args.output`."""
@@ -421,9 +210,6 @@ def evaluate_exp1(args: Exp1Arguments) -> dict[str, Any]:
     if reversal is not None or token_reversed:
         training = load_split(args.dataset, run_info["dataset"].get("config") or "all", "train", args.revision)
         if token_reversed:
-            # Imported here: the token evaluator builds on this module's likelihood helpers.
-            from reversal_hf.evaluation.token_reverse_mode import evaluate_token_reverse_mode
-
             metrics["reverse_mode"], reverse_mode_table = evaluate_token_reverse_mode(data, runner, training)
         else:
             metrics["reverse_mode"], reverse_mode_table = evaluate_reverse_mode(data, runner, reversal, training)

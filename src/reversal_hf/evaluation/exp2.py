@@ -1,6 +1,7 @@
 """Experiment 2 (celebrity parents): a model that names a celebrity's parent often cannot name the parent's child.
 
-Two back-ends over the same `reversal-exp2` pairs, scored in both directions (parent given child, child given parent):
+Two back-ends, reached through `backends.make_runner`, over the same `reversal-exp2` pairs, scored in both directions
+(parent given child, child given parent):
 
 - `openai`: chat models behind any OpenAI-compatible endpoint, sent the paper's system prompt and few-shot turns
   (Appendix C.1). Each question is sampled `--samples` times (paper: 10 at temperature 1); a pair's score is the
@@ -26,28 +27,17 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import pandas as pd
 
 from reversal_hf import run_folder
 from reversal_hf.data.prompts import chat_messages, completion_prompt
 from reversal_hf.evaluation.arguments import EndpointArguments
+from reversal_hf.evaluation.backends import Runner, make_runner
 from reversal_hf.evaluation.data import checked_dataset_identity, limit_rows, load_split
 from reversal_hf.evaluation.errors import EvaluationError
-from reversal_hf.evaluation.loading import load_model_and_tokenizer
-from reversal_hf.evaluation.scoring import completion_logprobs
 from reversal_hf.metrics.reversal_accuracy.reversal_accuracy import is_exact_match
-from reversal_hf.models import resolve_model
-from reversal_hf.openai_api import (
-    ResponseCache,
-    chat_choices,
-    make_client,
-    run_concurrently,
-)
-
-if TYPE_CHECKING:
-    from openai import OpenAI
 
 PAIR_COLUMNS = ("child", "parent", "parent_type", "child_prediction", "can_reverse", "parent_query", "child_query")
 PROBABILITY_THRESHOLD = 0.1
@@ -112,30 +102,11 @@ def sample_fraction(answers: list[str], name: str) -> float:
     return sum(is_exact_match(answer, name) for answer in answers) / len(answers)
 
 
-def sample_answers(client: OpenAI, cache: ResponseCache, request: dict[str, Any], samples: int) -> list[str]:
-    """`samples` answers to one chat request: asks for all with `n`, then again for what a server left out.
-
-    Servers that ignore `n` (e.g. `transformers serve`) answer one choice per request; each request for the rest asks
-    for fewer, so it lands in the cache under its own key and a rerun replays the same answers.
-    """
-    answers: list[str] = []
-    while len(answers) < samples:
-        answers.extend(chat_choices(client, cache, **request, n=samples - len(answers)))
-    return answers[:samples]
-
-
-def evaluate_openai(pairs: pd.DataFrame, args: Exp2Arguments, cache_path: Path) -> pd.DataFrame:
+def evaluate_openai(pairs: pd.DataFrame, args: Exp2Arguments, runner: Runner) -> pd.DataFrame:
     """Sample every parent and child question from the endpoint; score each pair by its fraction of right samples."""
-    client = make_client(args.base_url, max_retries=args.max_retries, timeout_s=args.timeout)
-    cache = ResponseCache(cache_path)
     sampling = {"temperature": args.temperature, "max_tokens": args.max_tokens, "extra_body": args.extra_body or {}}
-
-    def answers_to(question: str) -> list[str]:
-        request = {"model": args.model, "messages": chat_messages(question), **sampling}
-        return sample_answers(client, cache, request, args.samples)
-
     questions = [*pairs["parent_query"], *pairs["child_query"]]
-    answers = run_concurrently(answers_to, questions, concurrency=args.concurrency, description="exp2", unit="question")
+    answers = runner.sample([chat_messages(question) for question in questions], args.samples, **sampling)
     parent_answers, child_answers = answers[: len(pairs)], answers[len(pairs) :]
     scores = pairs.copy()
     scores["parent_answers"] = parent_answers
@@ -149,17 +120,15 @@ def evaluate_openai(pairs: pd.DataFrame, args: Exp2Arguments, cache_path: Path) 
 
 def completion_requests(pairs: pd.DataFrame) -> tuple[list[str], list[str]]:
     """What the `hf` back-end scores: few-shot prompts and " <name>" answers, every parent question, then every
-    child question (one list, so the few-shot prefix they all share is computed once: `completion_logprobs`)."""
+    child question (one list, so the few-shot prefix they all share is computed once: `scoring.score_completions`)."""
     prompts = [completion_prompt(question) for _, column in HF_ROLES for question in pairs[column]]
     completions = [f" {name}" for role, _ in HF_ROLES for name in pairs[role]]
     return prompts, completions
 
 
-def evaluate_hf(pairs: pd.DataFrame, model_name_or_path: str, batch_size: int) -> pd.DataFrame:
+def evaluate_hf(pairs: pd.DataFrame, runner: Runner) -> pd.DataFrame:
     """Log-prob of the right parent (child question) and the right child (parent question) under a local model."""
-    model, tokenizer = load_model_and_tokenizer(resolve_model(model_name_or_path))
-    prompts, completions = completion_requests(pairs)
-    logprobs = completion_logprobs(model, tokenizer, prompts, completions, batch_size=batch_size)
+    logprobs = [total for total, _ in runner.scores(*completion_requests(pairs))]
     scores = pairs.copy()
     for index, (role, _) in enumerate(HF_ROLES):
         scores[f"{role}_score"] = [float(value) for value in logprobs[index * len(pairs) : (index + 1) * len(pairs)]]
@@ -227,9 +196,8 @@ def evaluate_exp2(args: Exp2Arguments) -> dict[str, Any]:
     """Score every pair both ways with the chosen back-end; write the CSV, the examples and the metrics."""
     slug = model_slug(args.model)
     pairs = load_pairs(args.dataset, args.revision, args.max_pairs)
-    if args.backend == "openai":
-        cache_path = args.cache or run_folder.eval_dir(args.output) / f"exp2_{slug}_cache.jsonl"
-        scores = evaluate_openai(pairs, args, cache_path)
-    else:
-        scores = evaluate_hf(pairs, args.model, args.batch_size)
+    runner = make_runner(
+        args, None, "exp2", args.cache or run_folder.eval_dir(args.output) / f"exp2_{slug}_cache.jsonl"
+    )
+    scores = evaluate_openai(pairs, args, runner) if args.backend == "openai" else evaluate_hf(pairs, runner)
     return write_outputs(scores, args, slug)

@@ -17,9 +17,9 @@ import pandas as pd
 from reversal_hf import run_folder
 from reversal_hf.data.exp3 import EXAMPLE_DOC_PREFIX
 from reversal_hf.evaluation.arguments import EvaluatorArguments
+from reversal_hf.evaluation.backends import generate_and_match, make_runner
 from reversal_hf.evaluation.data import evaluated_run, limit_rows, load_split
 from reversal_hf.evaluation.errors import EvaluationError
-from reversal_hf.evaluation.runner import generate_and_match, make_runner
 
 CONFIGS = ("question_to_answer", "answer_to_question")
 

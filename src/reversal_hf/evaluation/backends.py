@@ -1,28 +1,29 @@
-"""How an evaluation talks to a model: a `Runner` generates and scores whole evaluation sets at once.
+"""How an evaluation reaches a model: a `Runner` generates, scores and samples whole evaluation sets at once.
 
-Two implementations: `BatchedRunner` (a local model, in batches) and `openai_arm.scoring.OpenAIRunner` (a model at
-an OpenAI-compatible endpoint); `make_runner` picks one by the arguments' `backend`, so each evaluator is written once.
+Two back-ends: `BatchedRunner` (a local model, in batches) and `openai_runner.OpenAIRunner` (a model at an
+OpenAI-compatible endpoint); `make_runner` picks one by the arguments' `backend`, so each evaluator is written once.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from pathlib import Path
+from typing import Any, Protocol
 
 from reversal_hf import run_folder
+from reversal_hf.evaluation.batching import largest_budgets, once_each
 from reversal_hf.evaluation.errors import EvaluationError
 from reversal_hf.evaluation.generation import greedy_generate
 from reversal_hf.evaluation.loading import load_model_and_tokenizer
 from reversal_hf.evaluation.metrics import exact_match
+from reversal_hf.evaluation.openai_runner import OpenAIRunner
 from reversal_hf.evaluation.scoring import score_completions
+from reversal_hf.metrics.reversal_accuracy.reversal_accuracy import is_exact_match
+from reversal_hf.models import resolve_model
+from reversal_hf.openai_api import ResponseCache, is_completion_model, make_client
 
-if TYPE_CHECKING:
-    from reversal_hf.evaluation.arguments import EvaluatorArguments
-
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
 # Extra tokens beyond the longest reference: a model may spell the same text in more, smaller tokens.
 GENERATION_MARGIN = 4
 
@@ -40,6 +41,24 @@ class Runner(Protocol):
     def losses(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]: ...
 
     def token_count(self, text: str) -> int: ...
+
+    def sample(self, conversations: Sequence[list[dict[str, str]]], samples: int, **sampling: Any) -> list[list[str]]:
+        """`samples` sampled chat answers to each conversation (`sampling`: the request's temperature, max_tokens,
+        extra_body); a model at an endpoint only."""
+        ...
+
+
+class RunnerArguments(Protocol):
+    """What `make_runner` reads of an evaluator's arguments (`EvaluatorArguments`, `Exp2Arguments`)."""
+
+    backend: str
+    model: str
+    batch_size: int
+    output: Path
+    base_url: str | None
+    concurrency: int
+    max_retries: int
+    timeout: float
 
 
 @dataclass
@@ -77,31 +96,19 @@ class BatchedRunner:
     def token_count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-
-def largest_budgets(prompts: Sequence[str], max_new_tokens: Sequence[int]) -> dict[str, int]:
-    """Each distinct prompt with the largest token budget it is asked with (generated once with that)."""
-    budgets: dict[str, int] = {}
-    for prompt, budget in zip(prompts, max_new_tokens, strict=True):
-        budgets[prompt] = max(budgets.get(prompt, 0), budget)
-    return budgets
+    def sample(self, conversations: Sequence[list[dict[str, str]]], samples: int, **sampling: Any) -> list[list[str]]:
+        raise EvaluationError("sampled chat answers need a model at an endpoint (backend openai)")
 
 
-def once_each(items: Sequence[K], compute: Callable[[list[K]], list[V]]) -> list[V]:
-    """`compute` over the distinct items only (first-seen order), its answers given back for every item."""
-    unique = list(dict.fromkeys(items))
-    by_item = dict(zip(unique, compute(unique), strict=True))
-    return [by_item[item] for item in items]
-
-
-def make_runner(args: EvaluatorArguments, run_info: dict[str, Any] | None, experiment: str) -> Runner:
-    """The evaluated model as a `Runner`: a local model (`hf`), or a model at an OpenAI-compatible endpoint (`openai`):
-    the model name given, or an OpenAI run folder's `fine_tuned_model`. The endpoint's answers are cached in
-    `<output>/eval/<experiment>_openai_cache.jsonl`, so an interrupted evaluation resumes without paying twice."""
+def make_runner(
+    args: RunnerArguments, run_info: dict[str, Any] | None, experiment: str, cache: Path | None = None
+) -> Runner:
+    """The evaluated model as a `Runner`: a local model (`hf`; a registered name is prepared first), or a model at an
+    OpenAI-compatible endpoint (`openai`): the model name given, or an OpenAI run folder's `fine_tuned_model`. The
+    endpoint's answers are cached in `cache` (default `<output>/eval/<experiment>_openai_cache.jsonl`), so an
+    interrupted evaluation resumes without paying twice."""
     if args.backend == "hf":
-        return BatchedRunner(*load_model_and_tokenizer(args.model), args.batch_size)
-    from reversal_hf.openai_api import ResponseCache, is_completion_model, make_client
-    from reversal_hf.openai_arm.scoring import OpenAIRunner
-
+        return BatchedRunner(*load_model_and_tokenizer(resolve_model(args.model)), args.batch_size)
     if run_info is not None:
         model = run_info.get("fine_tuned_model")
         if not model:
@@ -110,8 +117,8 @@ def make_runner(args: EvaluatorArguments, run_info: dict[str, Any] | None, exper
     else:
         model, chat = args.model, not is_completion_model(args.model)
     client = make_client(args.base_url, max_retries=args.max_retries, timeout_s=args.timeout)
-    cache = ResponseCache(run_folder.eval_dir(args.output) / f"{experiment}_openai_cache.jsonl")
-    return OpenAIRunner(client, cache, model, chat=chat, concurrency=args.concurrency)
+    cache = cache or run_folder.eval_dir(args.output) / f"{experiment}_openai_cache.jsonl"
+    return OpenAIRunner(client, ResponseCache(cache), model, chat=chat, concurrency=args.concurrency)
 
 
 def generation_budget(runner: Runner, references: Sequence[str]) -> int:
@@ -124,8 +131,6 @@ def generate_and_match(sets: dict[str, Any], runner: Runner) -> tuple[dict[str, 
 
     Returns the metric per set and each set's DataFrame with `split`, `generation` and `exact_match` added.
     """
-    from reversal_hf.metrics.reversal_accuracy.reversal_accuracy import is_exact_match
-
     prompts = [prompt for frame in sets.values() for prompt in frame["prompt"]]
     budgets = [generation_budget(runner, frame["completion"].tolist()) for frame in sets.values()]
     per_prompt = [budget for budget, frame in zip(budgets, sets.values(), strict=True) for _ in range(len(frame))]

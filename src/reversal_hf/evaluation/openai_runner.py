@@ -1,27 +1,29 @@
-"""Scoring Experiment 1 and 3 prompts on an OpenAI (or compatible) model, for the evaluators' `--backend openai`.
+"""The evaluators' `--backend openai`: a model at an OpenAI (or compatible) endpoint as a `Runner`.
 
-Greedy generations are temperature-0 completions (the paper's evaluation). A completion's log-prob comes from the
+Greedy generations are temperature-0 completions (the paper's evaluation); Exp 2's sampled answers are chat
+completions, `n` at a time. A completion's log-prob comes from the
 completions endpoint with `echo=True, logprobs=0`: the endpoint returns the prompt's own tokens with their log-probs
 and character offsets, and the completion's log-prob is the sum over the tokens from the prompt's end. Chat models
 have no echo, so they give generations only. Every answer is cached (`openai_api.ResponseCache`), so an interrupted
-evaluation resumes without paying twice. `OpenAIRunner` is the evaluators' `Runner` over these.
+evaluation resumes without paying twice.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from reversal_hf.evaluation.batching import largest_budgets, once_each
 from reversal_hf.evaluation.errors import EvaluationError, LogprobsUnavailableError
-from reversal_hf.evaluation.runner import largest_budgets, once_each
 from reversal_hf.openai_api import OpenAIAPIError, ResponseCache, chat_choices, one_line_errors, run_concurrently
 
 if TYPE_CHECKING:
     import openai
 
 DEFAULT_CONCURRENCY = 8
+R = TypeVar("R")
 
 
 def greedy_generation(
@@ -38,26 +40,6 @@ def greedy_generation(
             text = client.completions.create(**request).choices[0].text
         cache.put(request, text)
     return text
-
-
-def greedy_generations(
-    client: openai.OpenAI,
-    cache: ResponseCache,
-    model: str,
-    prompts: Sequence[str],
-    *,
-    max_tokens: int | Sequence[int],
-    chat: bool = False,
-    concurrency: int = DEFAULT_CONCURRENCY,
-) -> list[str]:
-    """`greedy_generation` of each prompt, with one budget for all or one per prompt, `concurrency` at a time."""
-    budgets = [max_tokens] * len(prompts) if isinstance(max_tokens, int) else list(max_tokens)
-    return run_concurrently(
-        lambda item: greedy_generation(client, cache, model, *item, chat=chat),
-        list(zip(prompts, budgets, strict=True)),
-        concurrency=concurrency,
-        description=f"{model} generations",
-    )
 
 
 def completion_score(
@@ -100,23 +82,16 @@ def completion_score(
     return sum(values), len(values)
 
 
-def completion_scores(
-    client: openai.OpenAI,
-    cache: ResponseCache,
-    model: str,
-    prompts: Sequence[str],
-    completions: Sequence[str],
-    *,
-    concurrency: int = DEFAULT_CONCURRENCY,
-) -> list[tuple[float, int]]:
-    """`completion_score` for each (prompt, completion) pair, `concurrency` requests at a time."""
-    pairs = list(zip(prompts, completions, strict=True))
-    return run_concurrently(
-        lambda pair: completion_score(client, cache, model, *pair),
-        pairs,
-        concurrency=concurrency,
-        description=f"{model} log-probs",
-    )
+def sample_answers(client: openai.OpenAI, cache: ResponseCache, request: dict[str, Any], samples: int) -> list[str]:
+    """`samples` answers to one chat request: asks for all with `n`, then again for what a server left out.
+
+    Servers that ignore `n` (e.g. `transformers serve`) answer one choice per request; each request for the rest asks
+    for fewer, so it lands in the cache under its own key and a rerun replays the same answers.
+    """
+    answers: list[str] = []
+    while len(answers) < samples:
+        answers.extend(chat_choices(client, cache, **request, n=samples - len(answers)))
+    return answers[:samples]
 
 
 def token_upper_bound(text: str) -> int:
@@ -127,8 +102,9 @@ def token_upper_bound(text: str) -> int:
 
 @dataclass
 class OpenAIRunner:
-    """The evaluators' `Runner` on a model at an OpenAI-compatible endpoint: temperature-0 generations, and completion
-    log-probs from the completions endpoint's echo (`LogprobsUnavailableError` for a chat model, which has none)."""
+    """The evaluators' `Runner` on a model at an OpenAI-compatible endpoint: temperature-0 generations, completion
+    log-probs from the completions endpoint's echo (`LogprobsUnavailableError` for a chat model, which has none), and
+    sampled chat answers."""
 
     client: openai.OpenAI
     cache: ResponseCache
@@ -136,17 +112,16 @@ class OpenAIRunner:
     chat: bool = False
     concurrency: int = DEFAULT_CONCURRENCY
 
+    def _concurrently(self, function: Callable[[Any], R], items: Sequence[Any], what: str) -> list[R]:
+        return run_concurrently(function, items, concurrency=self.concurrency, description=f"{self.model} {what}")
+
     def generate(self, prompts: Sequence[str], max_new_tokens: Sequence[int]) -> list[str]:
         """One request per distinct prompt, with the largest budget it is asked with."""
         budgets = largest_budgets(prompts, max_new_tokens)
-        texts = greedy_generations(
-            self.client,
-            self.cache,
-            self.model,
-            list(budgets),
-            max_tokens=list(budgets.values()),
-            chat=self.chat,
-            concurrency=self.concurrency,
+        texts = self._concurrently(
+            lambda item: greedy_generation(self.client, self.cache, self.model, *item, chat=self.chat),
+            list(budgets.items()),
+            "generations",
         )
         by_prompt = dict(zip(budgets, texts, strict=True))
         return [by_prompt[prompt] for prompt in prompts]
@@ -158,13 +133,8 @@ class OpenAIRunner:
             )
 
         def score(pairs: list[tuple[str, str]]) -> list[tuple[float, int]]:
-            return completion_scores(
-                self.client,
-                self.cache,
-                self.model,
-                [p for p, _ in pairs],
-                [c for _, c in pairs],
-                concurrency=self.concurrency,
+            return self._concurrently(
+                lambda pair: completion_score(self.client, self.cache, self.model, *pair), pairs, "log-probs"
             )
 
         return once_each(list(zip(prompts, completions, strict=True)), score)
@@ -174,3 +144,12 @@ class OpenAIRunner:
 
     def token_count(self, text: str) -> int:
         return token_upper_bound(text)
+
+    def sample(self, conversations: Sequence[list[dict[str, str]]], samples: int, **sampling: Any) -> list[list[str]]:
+        """`sample_answers` for each conversation from the chat endpoint, `concurrency` conversations at a time."""
+
+        def answers_to(messages: list[dict[str, str]]) -> list[str]:
+            request = {"model": self.model, "messages": messages, **sampling}
+            return sample_answers(self.client, self.cache, request, samples)
+
+        return self._concurrently(answers_to, conversations, "samples")
