@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("", "paths", "files", "precision", "paper_numbers", "metrics", "statistics", "collators", "openai_api"),
     ("data",),
     ("models", "configs", "run_folder", "truncation"),
-    ("train", "launch", "sweep", "evaluation", "model_card", "hub", "openai_arm"),
+    ("train", "mlm_u", "launch", "sweep", "evaluation", "model_card", "hub", "openai_arm"),
     ("reporting",),
     ("reproduce", "mitigate", "cli"),
 ]
