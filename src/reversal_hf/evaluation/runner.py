@@ -94,11 +94,16 @@ def once_each(items: Sequence[K], compute: Callable[[list[K]], list[V]]) -> list
 
 
 def make_runner(args: EvaluatorArguments, run_info: dict[str, Any] | None, experiment: str) -> Runner:
-    """The evaluated model as a `Runner`: a local model (`hf`), or a model at an OpenAI-compatible endpoint (`openai`):
+    """The evaluated model as a `Runner`: a local model (`hf`), a local MLM-U masked LM (`mlm_u`), or a model at an
+    OpenAI-compatible endpoint (`openai`):
     the model name given, or an OpenAI run folder's `fine_tuned_model`. The endpoint's answers are cached in
     `<output>/eval/<experiment>_openai_cache.jsonl`, so an interrupted evaluation resumes without paying twice."""
     if args.backend == "hf":
         return BatchedRunner(*load_model_and_tokenizer(args.model), args.batch_size)
+    if args.backend == "mlm_u":
+        from reversal_hf.evaluation.mlm_u import MaskedLMRunner
+
+        return MaskedLMRunner(*load_model_and_tokenizer(args.model, masked_lm=True), args.batch_size)
     from reversal_hf.openai_api import ResponseCache, is_completion_model, make_client
     from reversal_hf.openai_arm.scoring import OpenAIRunner
 
