@@ -319,7 +319,9 @@ def fake_metrics(same: float, reverse: float, reverse_mode: float | None) -> dic
 def test_study_methods_match_data_and_compute() -> None:
     methods = {method.name: method for method in mitigate.study_methods()}
     assert methods["baseline_2x_epochs"].overrides == ("--num_train_epochs", "16")  # exp1_tiny trains 8
-    assert {"word", "entity", "segment", "token", "both_orders"} <= set(methods)
+    assert {"word", "entity", "segment", "token", "mlm_u", "both_orders"} <= set(methods)
+    assert (methods["mlm_u"].recipe, methods["mlm_u"].overrides) == ("exp1_tiny_mlm_u", ())  # the baseline's epochs
+    assert "rows of 48 tokens" in methods["mlm_u"].matching
     with pytest.raises(mitigate.ReproduceError, match="unknown method 'letters'"):
         mitigate.select_methods(["letters"])
 
@@ -376,10 +378,11 @@ def test_study_report_has_the_table_the_verdicts_and_the_figure(tmp_path: Path) 
 
 @pytest.mark.slow
 def test_make_mitigate_quick_writes_the_study_report(tmp_path: Path) -> None:
-    """`make mitigate QUICK=1` (one seed, a few steps) on three methods: the baseline, a text transform and `token`
-    (pre-tokenized rows), both with reverse-mode questions; all seven take ~20 min on 2 busy cores."""
+    """`make mitigate QUICK=1` (one seed, a few steps) on four methods: the baseline, a text transform and `token`
+    (pre-tokenized rows), both with reverse-mode questions, and MLM-U (a masked LM, its own trainer and runner);
+    without `--methods` it runs all eight."""
     out = tmp_path / "mitigations"
-    methods = ["baseline", "entity", "token"]
+    methods = ["baseline", "entity", "token", "mlm_u"]
     result = subprocess.run(
         ["make", "-s", "mitigate", "QUICK=1", f"MITIGATE_OUT={out}", f"MITIGATE_ARGS=--methods {' '.join(methods)}"],
         cwd=REPO_ROOT,
@@ -394,3 +397,6 @@ def test_make_mitigate_quick_writes_the_study_report(tmp_path: Path) -> None:
         assert all(0.0 <= row[column]["mean"] <= 1.0 for column in mitigate.FORWARD)
         assert (row["reverse_mode/p2d"] is not None) == (row["method"] in ("entity", "token"))
     assert "reverse-mode p2d" in (out / "report.md").read_text() and (out / "mitigations.png").is_file()
+    mlm_u = json.loads((out / "runs" / "mlm_u-seed0" / "run_info.json").read_text())
+    assert mlm_u["training_mode"] == "mlm_u" and mlm_u["train_steps"] == 8
+    assert "ModernBertForMaskedLM" in (out / "runs" / "mlm_u-seed0" / "config.json").read_text()

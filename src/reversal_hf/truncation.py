@@ -20,17 +20,21 @@ class TruncationError(RecipeError):
     """Some training documents are longer than the recipe's `max_length`."""
 
 
-def document_lengths(dataset, tokenizer, eos_token: str | None = None) -> list[int]:
-    """Each prompt + completion row's token count in SFTTrainer's tokenization (its `add_eos`, then `_tokenize`);
-    rows already tokenized (the `token` reversal) count their `input_ids`."""
-    if "input_ids" in dataset.column_names:
-        return [len(ids) for ids in dataset["input_ids"]]
+def document_texts(dataset, tokenizer, eos_token: str | None = None) -> list[str]:
+    """Each prompt + completion row as SFTTrainer trains it (its `add_eos`): the EOS token appended where missing."""
     eos = eos_token or tokenizer.eos_token or ""
-    texts = [
+    return [
         prompt + completion + ("" if completion.endswith(eos) else eos)
         for prompt, completion in zip(dataset["prompt"], dataset["completion"], strict=True)
     ]
-    return [len(ids) for ids in tokenizer(texts)["input_ids"]]
+
+
+def document_lengths(dataset, tokenizer, eos_token: str | None = None) -> list[int]:
+    """Each prompt + completion row's token count in SFTTrainer's tokenization (`document_texts`, then `_tokenize`);
+    rows already tokenized (the `token` reversal) count their `input_ids`."""
+    if "input_ids" in dataset.column_names:
+        return [len(ids) for ids in dataset["input_ids"]]
+    return [len(ids) for ids in tokenizer(document_texts(dataset, tokenizer, eos_token))["input_ids"]]
 
 
 def check_document_lengths(recipe: Recipe, dataset, tokenizer) -> None:

@@ -39,11 +39,12 @@ class EndpointArguments:
 class EvaluatorArguments(BatchingArguments, EndpointArguments):
     """What every `reversal-hf eval expN` needs: the model, the dataset at a revision, and where results go."""
 
-    backend: Literal["hf", "openai"] = field(
+    backend: Literal["hf", "openai", "mlm_u"] = field(
         default="hf",
         metadata={
             "help": "hf: a local model; openai: a model at an OpenAI-compatible endpoint (temperature-0 generations, "
-            "log-probs from the completions endpoint's echo)"
+            "log-probs from the completions endpoint's echo); mlm_u: a local MLM-U masked LM (answers unmasked left "
+            "to right, chain-rule log-probs: reversal_hf.evaluation.mlm_u)"
         },
     )
     model: str = field(

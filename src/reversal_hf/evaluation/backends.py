@@ -1,7 +1,8 @@
 """How an evaluation reaches a model: a `Runner` generates, scores and samples whole evaluation sets at once.
 
-Two back-ends: `BatchedRunner` (a local model, in batches) and `openai_runner.OpenAIRunner` (a model at an
-OpenAI-compatible endpoint); `make_runner` picks one by the arguments' `backend`, so each evaluator is written once.
+Three back-ends: `BatchedRunner` (a local model, in batches), `mlm_u.MaskedLMRunner` (an MLM-U masked LM) and
+`openai_runner.OpenAIRunner` (a model at an OpenAI-compatible endpoint); `make_runner` picks one by the arguments'
+`backend`, so each evaluator is written once.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from reversal_hf.evaluation.errors import EvaluationError
 from reversal_hf.evaluation.generation import greedy_generate
 from reversal_hf.evaluation.loading import load_model_and_tokenizer
 from reversal_hf.evaluation.metrics import exact_match
+from reversal_hf.evaluation.mlm_u import MaskedLMRunner
 from reversal_hf.evaluation.openai_runner import OpenAIRunner
 from reversal_hf.evaluation.scoring import score_completions
 from reversal_hf.metrics.reversal_accuracy.reversal_accuracy import is_exact_match
@@ -103,12 +105,14 @@ class BatchedRunner:
 def make_runner(
     args: RunnerArguments, run_info: dict[str, Any] | None, experiment: str, cache: Path | None = None
 ) -> Runner:
-    """The evaluated model as a `Runner`: a local model (`hf`; a registered name is prepared first), or a model at an
-    OpenAI-compatible endpoint (`openai`): the model name given, or an OpenAI run folder's `fine_tuned_model`. The
-    endpoint's answers are cached in `cache` (default `<output>/eval/<experiment>_openai_cache.jsonl`), so an
-    interrupted evaluation resumes without paying twice."""
+    """The evaluated model as a `Runner`: a local model (`hf`; a registered name is prepared first), a local MLM-U
+    masked LM (`mlm_u`), or a model at an OpenAI-compatible endpoint (`openai`): the model name given, or an OpenAI
+    run folder's `fine_tuned_model`. The endpoint's answers are cached in `cache` (default
+    `<output>/eval/<experiment>_openai_cache.jsonl`), so an interrupted evaluation resumes without paying twice."""
     if args.backend == "hf":
         return BatchedRunner(*load_model_and_tokenizer(resolve_model(args.model)), args.batch_size)
+    if args.backend == "mlm_u":
+        return MaskedLMRunner(*load_model_and_tokenizer(resolve_model(args.model), masked_lm=True), args.batch_size)
     if run_info is not None:
         model = run_info.get("fine_tuned_model")
         if not model:

@@ -19,13 +19,16 @@ def _adapter_base(folder: Path) -> str:
     return run_folder.resolve_local(str(base))
 
 
-def load_model_and_tokenizer(model_or_run_dir: str | Path, device: str | None = None) -> tuple[Any, Any]:
-    """A model folder, a Hub id, or a PEFT adapter run folder (base from run_info.json), in eval mode.
+def load_model_and_tokenizer(
+    model_or_run_dir: str | Path, device: str | None = None, *, masked_lm: bool = False
+) -> tuple[Any, Any]:
+    """A model folder, a Hub id, or a PEFT adapter run folder (base from run_info.json), in eval mode; a causal LM, or
+    with `masked_lm` a masked LM (MLM-U).
 
     The tokenizer comes from the folder itself, or for an adapter without one from its base model.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     folder = Path(model_or_run_dir)
@@ -45,7 +48,7 @@ def load_model_and_tokenizer(model_or_run_dir: str | Path, device: str | None = 
         raise EvaluationError(str(error)) from error
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-        model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
+        model = (AutoModelForMaskedLM if masked_lm else AutoModelForCausalLM).from_pretrained(base, dtype="auto")
         if is_adapter:
             from peft import PeftModel
 

@@ -14,6 +14,9 @@ from reversal_hf.evaluation.errors import EvaluationError
 from reversal_hf.evaluation.exp1 import Exp1Arguments, Exp1Options, evaluate_exp1
 from reversal_hf.evaluation.exp3 import Exp3Arguments, evaluate_exp3
 
+# The runner a run's `training_mode` is evaluated with (every other mode: a local causal model, `hf`).
+BACKENDS = {run_folder.OPENAI_TRAINING_MODE: "openai", "mlm_u": "mlm_u"}
+
 
 @dataclass(kw_only=True)
 class RunArguments(BatchingArguments, Exp1Options, EndpointArguments):
@@ -41,7 +44,7 @@ def evaluate_run(run_dir: str | Path, args: RunArguments | None = None) -> dict[
         "output": Path(run_dir),
         "batch_size": args.batch_size,
         "max_examples_per_split": args.max_examples_per_split,
-        "backend": "openai" if info.get("training_mode") == run_folder.OPENAI_TRAINING_MODE else "hf",
+        "backend": BACKENDS.get(info.get("training_mode"), "hf"),
         **{item.name: getattr(args, item.name) for item in dataclasses.fields(EndpointArguments)},
     }
     experiment = info.get("experiment")
