@@ -28,7 +28,7 @@ import datasets
 from reversal_hf.command import run_command
 from reversal_hf.data.cli import add_input_output_arguments, parse_configs
 from reversal_hf.data.features import value_features
-from reversal_hf.data.hub_layout import DatasetBuildError, DatasetCard, check_output_dir, write_hub_dataset
+from reversal_hf.data.hub_layout import CardContent, DatasetBuildError, check_output_dir, write_hub_dataset
 from reversal_hf.data.leak_check import held_out_prompt_leaks, raise_on_leaks, read_splits
 from reversal_hf.data.reversal_transforms import (
     DEFAULT_MAX_SEGMENT_WORDS,
@@ -361,7 +361,7 @@ def leak_check(
     raise_on_leaks(find_leaks(splits, reversal))
 
 
-def make_card(source: str, seed: int, num_realized: int, num_unrealized: int, copies: int) -> DatasetCard:
+def make_card(source: str, seed: int, num_realized: int, num_unrealized: int, copies: int) -> CardContent:
     if source == "paper":
         how = (
             f"`answer_to_question` is the paper's released `{PAPER_DIR}`: `train` is `all.jsonl` row for row (the "
@@ -380,7 +380,7 @@ def make_card(source: str, seed: int, num_realized: int, num_unrealized: int, co
             f"{PAPER_SEED} and the paper's sizes this reproduces the released `{PAPER_DIR}` exactly."
         )
     phrasings = "\n".join(f"{i}. `{p}`" for i, p in enumerate(QUESTION_FIRST_PHRASINGS, start=1))
-    return DatasetCard(
+    return CardContent(
         pretty_name="Reversal Curse, Experiment 3: reversing instructions",
         summary=(
             "Instructions to answer questions, seen in finetuning only as text. In `question_to_answer` each "
