@@ -60,7 +60,8 @@ with the `{{ reversal_hf.recipe }}` recipe of reversal-hf ({{ reversal_hf.traini
 ## Loading
 
 {{ loading }}
-"""
+
+"""  # Jinja drops one trailing newline: the card ends with one
 
 
 class ModelCardError(ValueError):
