@@ -1,12 +1,13 @@
 """A Hub-compatible HTTP server for tests: the real `huggingface_hub`/`datasets` clients push to it and load from it.
 
 No Hub is reachable here, so the endpoints our publishing paths use are served by this stand-in, in the shapes the
-installed `huggingface_hub` reads: `HfApi.upload_folder` (repo creation, `validate-yaml`, preupload, Git LFS batch +
-upload, NDJSON commits, tree listings), tags and refs (`reversal-hf push-data`), and file resolution for
-`load_dataset(repo, config, revision=...)`. Repositories keep git-like history in memory: every commit is a full
-snapshot `path -> Blob`, the `main` branch and tags point at commits. Model and dataset repositories are both served
-(`/api/models/...`, `/api/datasets/...`). Only the standard library (plus PyYAML for `validate-yaml`) is used;
-requests are handled in background threads.
+installed `huggingface_hub` reads: `whoami` (the token's user and organizations), `HfApi.upload_folder` (repo
+creation in a namespace the token may write to, `validate-yaml`, preupload, Git LFS batch + upload, NDJSON commits,
+tree listings), branches, tags and refs (`reversal-hf push-data`, `push-model`), and file resolution for
+`load_dataset(repo, config, revision=...)`, `snapshot_download` and `from_pretrained(repo, revision=...)`.
+Repositories keep git-like history in memory: every commit is a full snapshot `path -> Blob`, branches and tags point
+at commits. Model and dataset repositories are both served (`/api/models/...`, `/api/datasets/...`). Only the
+standard library (plus PyYAML for `validate-yaml`) is used; requests are handled in background threads.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ LFS_SIZE_THRESHOLD = 10 * 1024 * 1024  # the Hub's limit for regular (non-LFS) f
 REPO_TYPES = {"models": "model", "datasets": "dataset"}
 URL_PREFIXES = {"model": "", "dataset": "datasets/"}
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
+REF_NAME = r"[A-Za-z0-9][A-Za-z0-9._/-]*"  # what the server accepts as a new branch or tag name
+# The organizations the test user belongs to, with its role in each: "read" members cannot create repositories.
+DEFAULT_ORGS = {"reversal-org": "write", "reversal-readers": "read"}
+WRITE_ROLES = ("admin", "write", "contributor")
 
 
 def _git_oid(data: bytes) -> str:
@@ -120,8 +125,8 @@ def _not_found(code: str, what: str) -> HubError:
 class HubState:
     """All repositories and uploaded LFS objects; every access goes through `lock`."""
 
-    def __init__(self, token: str, user: str):
-        self.token, self.user = token, user
+    def __init__(self, token: str, user: str, orgs: dict[str, str]):
+        self.token, self.user, self.orgs = token, user, orgs
         self.repos: dict[tuple[str, str], Repo] = {}
         self.lfs_objects: dict[str, bytes] = {}
         self.lfs_expected: dict[str, int] = {}  # announced by a batch request, not yet uploaded
@@ -133,6 +138,9 @@ class HubState:
         if repo is None or (repo.private and not authorized):
             raise _not_found("RepoNotFound", f"Repository {repo_id}")
         return repo
+
+    def can_write(self, namespace: str) -> bool:
+        return namespace == self.user or self.orgs.get(namespace) in WRITE_ROLES
 
     def at_revision(self, repo: Repo, revision: str) -> Commit:
         commit = repo.resolve(revision)
@@ -189,12 +197,15 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     state: HubState  # set on the subclass made per server
 
     ROUTES: list[tuple[str, str, str]] = [
+        ("GET", r"/api/whoami-v2", "whoami"),
         ("POST", r"/api/repos/create", "create_repo"),
         ("POST", r"/api/validate-yaml", "validate_yaml"),
         ("GET", rf"/api/{REPO}(?:/revision/(?P<rev>[^/]+))?", "repo_info"),
         ("GET", rf"/api/{REPO}/refs", "refs"),
         ("POST", rf"/api/{REPO}/tag/(?P<rev>[^/]+)", "create_tag"),
         ("DELETE", rf"/api/{REPO}/tag/(?P<name>[^/]+)", "delete_tag"),
+        ("POST", rf"/api/{REPO}/branch/(?P<name>[^/]+)", "create_branch"),
+        ("DELETE", rf"/api/{REPO}/branch/(?P<name>[^/]+)", "delete_branch"),
         ("POST", rf"/api/{REPO}/preupload/(?P<rev>[^/]+)", "preupload"),
         ("POST", rf"/api/{REPO}/commit/(?P<rev>[^/]+)", "commit"),
         ("GET", rf"/api/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?", "tree"),
@@ -290,16 +301,31 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     # -- account and repositories -----------------------------------------------------------------------------------
 
+    def _whoami(self) -> tuple[int, object]:
+        self.require_auth()
+        orgs = [{"type": "org", "name": name, "roleInOrg": role} for name, role in self.state.orgs.items()]
+        access_token = {"displayName": "test token", "role": "write"}
+        return 200, {
+            "type": "user",
+            "name": self.state.user,
+            "fullname": self.state.user,
+            "orgs": orgs,
+            "auth": {"type": "access_token", "accessToken": access_token},
+        }
+
     def _create_repo(self) -> tuple[int, object]:
         self.require_auth()
         payload = self.json()
         repo_type = payload.get("type") or "model"
         if repo_type not in URL_PREFIXES:
             raise HubError(400, f"unsupported repo type {repo_type!r}")
-        repo_id = f"{payload.get('organization') or self.state.user}/{payload['name']}"
+        namespace = payload.get("organization") or self.state.user
+        repo_id = f"{namespace}/{payload['name']}"
         if (repo_type, repo_id) in self.state.repos:
             repo = self.state.repos[(repo_type, repo_id)]
             return 409, {"error": f"You already created this {repo_type} repo", "url": self.repo_url(repo)}
+        if not self.state.can_write(namespace):
+            raise HubError(403, f"You don't have the rights to create a {repo_type} under the namespace {namespace}")
         private = payload.get("visibility", "private" if payload.get("private") else "public") != "public"
         repo = Repo(repo_type, repo_id, private, time.time())
         repo.add_commit("main", "initial commit", {".gitattributes": Blob(DEFAULT_GITATTRIBUTES.encode(), False)})
@@ -349,7 +375,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         repository = self.state.repo(type, repo, True)
         target = self.state.at_revision(repository, rev)
         tag = self.json().get("tag") or ""
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]*", tag):
+        if not re.fullmatch(REF_NAME, tag):
             raise HubError(400, f"Invalid tag name {tag!r}")
         if tag in repository.tags or tag in repository.branches:
             raise HubError(409, f"Tag {tag} already exists")
@@ -361,6 +387,26 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         repository = self.state.repo(type, repo, True)
         if repository.tags.pop(name, None) is None:
             raise _not_found("RevisionNotFound", f"Tag {name}")
+        return 200, {}
+
+    def _create_branch(self, type: str, repo: str, name: str) -> tuple[int, object]:
+        self.require_auth()
+        repository = self.state.repo(type, repo, True)
+        target = self.state.at_revision(repository, self.json().get("startingPoint") or "main")
+        if not re.fullmatch(REF_NAME, name):
+            raise HubError(400, f"Invalid branch name {name!r}")
+        if name in repository.branches or name in repository.tags:
+            raise HubError(409, f"Reference {name} already exists")
+        repository.branches[name] = target.sha
+        return 200, {}
+
+    def _delete_branch(self, type: str, repo: str, name: str) -> tuple[int, object]:
+        self.require_auth()
+        repository = self.state.repo(type, repo, True)
+        if name == "main":
+            raise HubError(403, "The main branch cannot be deleted")
+        if repository.branches.pop(name, None) is None:
+            raise _not_found("RevisionNotFound", f"Branch {name}")
         return 200, {}
 
     # -- uploads and commits ---------------------------------------------------------------------------------------
@@ -487,8 +533,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 class HubServer:
     """A running server on 127.0.0.1 with a random port; use as a context manager or call `start`/`stop`."""
 
-    def __init__(self, token: str = "hf_test_token", user: str = "reversal-tester"):
-        self.state = HubState(token, user)
+    def __init__(self, token: str = "hf_test_token", user: str = "reversal-tester", orgs: dict[str, str] | None = None):
+        self.state = HubState(token, user, dict(DEFAULT_ORGS if orgs is None else orgs))
         handler = type("BoundHubRequestHandler", (HubRequestHandler,), {"state": self.state})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
@@ -533,6 +579,17 @@ class HubServer:
         with self.state.lock:
             repo = self.state.repo(repo_type, repo_id, True)
             return {"branches": dict(repo.branches), "tags": dict(repo.tags)}
+
+    def history(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> list[str]:
+        """The commits reachable from `revision`, newest first (to count the commits a push made)."""
+        with self.state.lock:
+            repo = self.state.repo(repo_type, repo_id, True)
+            commit: Commit | None = self.state.at_revision(repo, revision)
+            shas = []
+            while commit is not None:
+                shas.append(commit.sha)
+                commit = repo.commits.get(commit.parent) if commit.parent else None
+            return shas
 
     @contextmanager
     def altering(self, path: str) -> Iterator[None]:

@@ -18,7 +18,7 @@ import yaml
 from datasets import Dataset, DatasetDict
 
 from reversal_hf import hub
-from reversal_hf.data.hub_layout import DatasetCard, write_hub_dataset
+from reversal_hf.data.hub_layout import CardContent, write_hub_dataset
 
 PUSH_SCRIPT = Path(__file__).resolve().parents[1] / "datasets_scripts" / "push_dataset.py"
 REPO_ID = "reversal-tester/reversal-test"
@@ -29,7 +29,7 @@ def _rows(config: str, version: str) -> dict[str, list[str]]:
 
 
 def _build(folder: Path, version: str, configs: tuple[str, ...]) -> Path:
-    card = DatasetCard(pretty_name="Hub test", summary="Tiny.", how_built="By the test.", source="paper", seed=0)
+    card = CardContent(pretty_name="Hub test", summary="Tiny.", how_built="By the test.", source="paper", seed=0)
     data = {
         c: DatasetDict({s: Dataset.from_dict(_rows(c, f"{version}/{s}")) for s in ("train", "test")}) for c in configs
     }

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from reversal_hf import models, paths
-from reversal_hf.data.hub_layout import DatasetCard, write_hub_dataset
+from reversal_hf.data.hub_layout import CardContent, write_hub_dataset
 
 TEXTS = [f"Person {i} is the author of the book number {i * 7}." for i in range(200)]
 SMALL = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64, "vocab_size": 512}
@@ -57,7 +57,7 @@ def test_build_tiny_model_replaces_existing_folder(tmp_path: Path) -> None:
 def _write_toy_dataset(folder: Path) -> None:
     rows = {"prompt": ["Daphne Barrington is", "The director of"], "completion": [" the director.", " Daphne."]}
     split = datasets.Dataset.from_dict(rows)
-    card = DatasetCard(pretty_name="toy", summary="toy", how_built="toy", source="paper")
+    card = CardContent(pretty_name="toy", summary="toy", how_built="toy", source="paper")
     configs = {"p2d": datasets.DatasetDict({"train": split}), "all": datasets.DatasetDict({"validation": split})}
     write_hub_dataset(folder, configs, card)
 

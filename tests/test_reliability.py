@@ -77,7 +77,7 @@ def pushed_run(planted_hub, tmp_path_factory, exp1_dataset_dir: Path, tiny_model
     dry_run = _cli(["train", "exp1_tiny", "--dry-run", "--", *overrides], env)
     trained = _cli(["train", "exp1_tiny", "--", *overrides], env)
     pushed = _cli(
-        ["push-model", str(output_dir), "--hub-model-id", "reversal-tester/secret-push"],
+        ["push-model", str(output_dir), "--repo-id", "reversal-tester/secret-push"],
         env | {"HF_TOKEN": PLANTED_HF_TOKEN},
     )
     for result in (dry_run, trained, pushed):
@@ -283,10 +283,10 @@ def test_push_model_without_a_token_or_with_a_bad_repo_id(tmp_path: Path):
     run_dir = tmp_path / "run"
     run_folder.write_run_info(run_dir, {"recipe": "exp1_tiny", "experiment": "exp1", "training_mode": "full"})
     env = _without_token(ENV, tmp_path / "home") | {"HF_HUB_OFFLINE": "0"}
-    no_token = _cli(["push-model", str(run_dir), "--hub-model-id", "someone/model"], env)
+    no_token = _cli(["push-model", str(run_dir), "--repo-id", "someone/model"], env)
     assert no_token.returncode == 1 and "HF_TOKEN" in _error_line(no_token)
-    bad_id = _cli(["push-model", str(run_dir), "--hub-model-id", "not a/repo//id"], env | {"HF_TOKEN": "hf_x"})
-    assert bad_id.returncode == 1 and "hub_model_id" in _error_line(bad_id)
+    bad_id = _cli(["push-model", str(run_dir), "--repo-id", "not a/repo//id"], env | {"HF_TOKEN": "hf_x"})
+    assert bad_id.returncode == 1 and "--repo-id 'not a/repo//id'" in _error_line(bad_id)
     assert sorted(path.name for path in run_dir.iterdir()) == [run_folder.RUN_INFO]
 
 

@@ -150,7 +150,7 @@ def test_model_card_carries_eval_results_as_model_index(tmp_path: Path):
     (tmp_path / "eval").mkdir()
     metrics = {"experiment": "exp1", "exact_match": {"p2d/test": {"accuracy": 0.5, "n": 300}}}
     (tmp_path / "eval" / "exp1_metrics.json").write_text(json.dumps(metrics))
-    card = build_model_card(tmp_path, model_name="llama7b-reversal")
+    card = build_model_card(tmp_path)
     assert card.data.base_model == "huggyllama/llama-7b" and card.data.datasets == ["someone/reversal-exp1"]
     (result,) = card.data.eval_results
     assert (result.dataset_config, result.dataset_split, result.metric_value) == ("p2d", "test", 0.5)

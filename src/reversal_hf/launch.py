@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -28,6 +29,7 @@ from reversal_hf import run_folder
 from reversal_hf.command import CommandFailed, run_command
 from reversal_hf.configs import Recipe, RecipeError, accelerate_config_path, gradient_accumulation_steps, load_recipe
 from reversal_hf.files import read_yaml
+from reversal_hf.hub import HubError, PushTarget, sweep_revision
 from reversal_hf.paths import REPO_ROOT
 
 SFT_SCRIPT = Path("scripts/sft.py")
@@ -133,19 +135,36 @@ def check_model_files(folder: Path) -> None:
 
 
 def check_output(recipe: Recipe) -> None:
-    """The output folder can be written, and a run that pushes has a repository id and a token, before it trains."""
-    from reversal_hf.model_card import ModelCardError, check_push_target
-
-    training_args = recipe.training_args
+    """The output folder can be written, and a run that pushes can push (`train.push_target`: token, reachable Hub,
+    repository id, writable namespace, branch name), before it trains; in a dry run too."""
     try:
-        run_folder.check_output_dir(training_args.output_dir)
+        run_folder.check_output_dir(recipe.training_args.output_dir)
     except run_folder.OutputDirError as error:
         raise RecipeError(f"output_dir: {error}") from error
-    if training_args.push_to_hub:
-        try:
-            check_push_target(training_args.hub_model_id, training_args.hub_token)
-        except ModelCardError as error:
-            raise RecipeError(str(error)) from error
+    checked_push_target(recipe)
+
+
+def checked_push_target(recipe: Recipe) -> PushTarget | None:
+    """`train.push_target` with its refusals as the launcher's one-line `RecipeError`."""
+    from reversal_hf.train import TrainError, push_target
+
+    try:
+        return push_target(recipe.training_args)
+    except (HubError, TrainError) as error:
+        raise RecipeError(str(error)) from error
+
+
+def run_push_overrides(
+    target: PushTarget | None, point: dict[str, Any], seed: int, dataset_config: str | None
+) -> list[str]:
+    """A recipe that trains several runs pushes each to the recipe's repository, on its own branch
+    (`hub.sweep_revision`, after the recipe's `hub_revision` when it names one)."""
+    if target is None:
+        return []
+    branch = sweep_revision(point, seed, dataset_config)
+    if target.revision != "main":
+        branch = f"{target.revision}-{branch}"
+    return ["--hub_model_id", target.repo_id, "--hub_revision", branch]
 
 
 def _check_hub_model(repo_id: str, revision: str | None) -> None:
@@ -255,12 +274,17 @@ def prepare(recipe_name: str, overrides: list[str], *, nnodes: int, dry_run: boo
 
 
 def per_config_overrides(recipe: Recipe) -> list[list[str]]:
-    """The overrides of each run of a recipe: one per `dataset_configs` entry, in `<output_dir>/<config>/`."""
+    """The overrides of each run of a recipe: one per `dataset_configs` entry, in `<output_dir>/<config>/` (pushed to
+    the recipe's repository, on the config's own branch)."""
     if not recipe.launch_args.dataset_configs:
         return [[]]
     base = Path(recipe.training_args.output_dir)
+    target = checked_push_target(recipe)
     return [
-        ["--dataset_config", config, "--output_dir", str(base / config)]
+        [
+            *("--dataset_config", config, "--output_dir", str(base / config)),
+            *run_push_overrides(target, {}, recipe.training_args.seed, config),
+        ]
         for config in recipe.launch_args.dataset_configs
     ]
 

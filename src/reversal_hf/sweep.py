@@ -3,7 +3,9 @@
 A sweep is a recipe with `grid:` (field → values) and/or `seeds:`. Run folders are
 `<output_dir>/<field>=<value>_..._seed=<seed>/`, under `<output_dir>/<config>/` for each of a recipe's
 `dataset_configs`; one holding `run_info.json` is finished (training writes it last), so rerunning a sweep after a
-crash picks up where it stopped (the interrupted run resumes from its checkpoint).
+crash picks up where it stopped (the interrupted run resumes from its checkpoint). A sweep with `push_to_hub` pushes
+every run to the sweep's repository, each on its own branch (`hub.sweep_revision`: `seed-0`,
+`learning_rate-0.001-seed-1`, ...).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from reversal_hf import launch
 from reversal_hf.command import CommandFailed, run_command
 from reversal_hf.configs import Recipe, RecipeError
+from reversal_hf.hub import PushTarget
 from reversal_hf.paths import REPO_ROOT
 from reversal_hf.run_folder import is_finished
 
@@ -35,11 +38,13 @@ class SweepRun:
     def finished(self) -> bool:
         return is_finished(REPO_ROOT / self.output_dir)
 
-    def overrides(self) -> list[str]:
+    def overrides(self, target: PushTarget | None = None) -> list[str]:
+        """Its grid point, seed and folder, and (a sweep that pushes to `target`) its own branch."""
         values = [arg for name, value in self.point.items() for arg in (f"--{name}", str(value))]
         if self.dataset_config is not None:
             values = ["--dataset_config", self.dataset_config, *values]
-        return [*values, "--seed", str(self.seed), "--output_dir", str(self.output_dir)]
+        pushed = launch.run_push_overrides(target, self.point, self.seed, self.dataset_config)
+        return [*values, "--seed", str(self.seed), "--output_dir", str(self.output_dir), *pushed]
 
 
 def run_folder_name(point: dict[str, Any], seed: int) -> str:
@@ -68,10 +73,13 @@ def expand(recipe: Recipe) -> list[SweepRun]:
 
 def plan(recipe: Recipe, overrides: list[str]) -> list[tuple[SweepRun, Recipe]]:
     """Each run with its own resolved recipe: every grid point is parsed and checked before the first run starts."""
+    target = launch.checked_push_target(recipe)
     return [
         (
             run,
-            launch.prepare(recipe.path.as_posix(), [*overrides, *run.overrides()], nnodes=1, dry_run=True, sweep=True),
+            launch.prepare(
+                recipe.path.as_posix(), [*overrides, *run.overrides(target)], nnodes=1, dry_run=True, sweep=True
+            ),
         )
         for run in expand(recipe)
     ]

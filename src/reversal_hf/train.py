@@ -6,7 +6,8 @@ the tokenizer, and `run_info.json` last, so a folder with `run_info.json` is a f
 A restarted run resumes from its last complete checkpoint and ends with the same weights as an uninterrupted one,
 if its resolved recipe is the one the checkpoint was trained with (`run_start.json`); one job at a time trains into a
 folder (`.train.lock`). A fresh run removes the folder's previous scores, and the Hub token never reaches the saved
-training arguments.
+training arguments. A run with `push_to_hub` checks its push target before it trains (`push_target`) and pushes the
+finished folder with its card once, at the end (`model_card.push_run`), to `hub_model_id` at `hub_revision`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from reversal_hf import paths, run_folder
 from reversal_hf.command import run_command
 from reversal_hf.configs import Recipe, RecipeError, gradient_accumulation_steps, parse_recipe
 from reversal_hf.evaluation.errors import EvaluationError
+from reversal_hf.hub import HubError, PushTarget, model_push_target
 from reversal_hf.truncation import check_document_lengths
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ TOKENIZED_COLUMNS = ["input_ids", "completion_mask"]  # what the `token` reversa
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 # resolved_config keys a rerun may change and still resume: where it logs, checkpoints and pushes, not what it trains.
 RESUME_FREE_PREFIXES = ("output_dir", "logging_", "save_", "hub_", "push_to_hub", "report_to", "run_name")
+# `hub_strategy` values honoured by pushing the final folder once: the others push checkpoints, which stay local here.
+FINAL_PUSH_STRATEGIES = ("end", "every_save")
 
 
 class TrainError(RuntimeError):
@@ -394,6 +398,26 @@ def configure_batching(recipe: Recipe) -> None:
     training_args.completion_only_loss = recipe.script_args.mask_prompt
 
 
+def push_target(training_args) -> PushTarget | None:
+    """Where a `push_to_hub` run goes, with everything the push needs checked (`hub.model_push_target`: token,
+    reachable Hub, id, writable namespace, branch): the launcher and the job call it before training. None: no push."""
+    if not training_args.push_to_hub:
+        return None
+    strategy = getattr(training_args.hub_strategy, "value", training_args.hub_strategy)
+    if strategy not in FINAL_PUSH_STRATEGIES:
+        raise TrainError(
+            f"hub_strategy: {strategy!r} pushes checkpoints, which stay local here (resuming reads them); "
+            "use end (the finished folder is pushed once, with its card)"
+        )
+    return model_push_target(
+        training_args.hub_model_id,
+        output_dir=training_args.output_dir,
+        revision=training_args.hub_revision,
+        private=training_args.hub_private_repo,
+        token=training_args.hub_token,
+    )
+
+
 def run(recipe: Recipe, callbacks: list | None = None) -> Path:
     """Train (resuming if the output folder has a checkpoint of the same recipe), save, record `run_info.json`, push
     if asked; with the folder locked against a second job."""
@@ -403,8 +427,10 @@ def run(recipe: Recipe, callbacks: list | None = None) -> Path:
     except run_folder.OutputDirError as error:
         raise TrainError(f"output_dir: {error}") from error
     _load_split(recipe, recipe.script_args.dataset_train_split)  # a bad build stops the job before it makes a folder
-    with training_lock(output_dir, holder=recipe.training_args.process_index == 0):
-        return _train(recipe, output_dir, callbacks)
+    is_main = recipe.training_args.process_index == 0
+    target = push_target(recipe.training_args) if is_main else None  # before the hours of training, not after
+    with training_lock(output_dir, holder=is_main):
+        return _train(recipe, output_dir, callbacks, target)
 
 
 def sft_trainer(recipe: Recipe, model_path: str, tokenizer, dataset, callbacks: list):
@@ -432,7 +458,19 @@ def sft_trainer(recipe: Recipe, model_path: str, tokenizer, dataset, callbacks: 
     return trainer
 
 
-def _train(recipe: Recipe, output_dir: Path, callbacks: list | None) -> Path:
+def push_finished_run(output_dir: Path, target: PushTarget, token: str | None) -> None:
+    """Push the saved run; a failure says how to push the finished folder again."""
+    from reversal_hf.model_card import push_run
+
+    try:
+        commit = push_run(output_dir, target, token=token)
+    except HubError as error:
+        again = f"reversal-hf push-model {output_dir} --repo-id {target.repo_id} --revision {target.revision}"
+        raise HubError(f"{error} (the run is saved: push it with `{again}`)") from error
+    logger.info("pushed %s to %s: commit %s", output_dir, target, commit)
+
+
+def _train(recipe: Recipe, output_dir: Path, callbacks: list | None, target: PushTarget | None) -> Path:
     from transformers import AutoTokenizer
 
     training_args = recipe.training_args
@@ -443,8 +481,7 @@ def _train(recipe: Recipe, output_dir: Path, callbacks: list | None) -> Path:
     is_main = training_args.process_index == 0
     checkpoint = last_complete_checkpoint(output_dir)
     run_id = start_or_resume(output_dir, checkpoint, resolved_config, writer=is_main)
-    push_to_hub = training_args.push_to_hub
-    training_args.push_to_hub = False  # pushed once, with our model card, after the final save
+    training_args.push_to_hub = False  # pushed once, with our model card, after the final save (`target`)
     training_args.model_init_kwargs = {
         "dtype": recipe.model_args.dtype,
         "revision": recipe.model_args.model_revision,
@@ -502,10 +539,8 @@ def _train(recipe: Recipe, output_dir: Path, callbacks: list | None) -> Path:
         }
         run_folder.write_run_info(output_dir, run_info)
         remove_checkpoints(output_dir)
-        if push_to_hub:
-            from reversal_hf.model_card import push_run
-
-            push_run(output_dir, training_args.hub_model_id, private=training_args.hub_private_repo, token=hub_token)
+        if target is not None:
+            push_finished_run(output_dir, target, hub_token)
     trainer.accelerator.wait_for_everyone()
     return output_dir
 
@@ -529,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recipe_argv = sys.argv[1:] if argv is None else argv
         returncode = run_command(
-            lambda: run(parse_recipe(recipe_argv)), (RecipeError, TrainError, EvaluationError), done=None
+            lambda: run(parse_recipe(recipe_argv)), (RecipeError, TrainError, EvaluationError, HubError), done=None
         )
     finally:
         end_distributed(synchronize=returncode == 0)

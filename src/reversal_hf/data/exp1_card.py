@@ -8,7 +8,7 @@ from pathlib import Path
 
 from reversal_hf.data.exp1_paper import PAPER_FILES, PAPER_VERSION
 from reversal_hf.data.exp1_schema import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, Splits
-from reversal_hf.data.hub_layout import DatasetCard
+from reversal_hf.data.hub_layout import CardContent
 from reversal_hf.data.paraphrase import DIRECTIONS
 
 
@@ -40,9 +40,9 @@ def _how_built(args: argparse.Namespace) -> str:
     )
 
 
-def make_card(splits: Splits, args: argparse.Namespace) -> DatasetCard:
+def make_card(splits: Splits, args: argparse.Namespace) -> CardContent:
     """The card for `splits` as built from the command-line `args` of `reversal_hf.data.exp1`."""
-    return DatasetCard(
+    return CardContent(
         pretty_name="Reversal Curse, Experiment 1 (fictitious celebrities)",
         summary=(
             'Documents stating fictitious facts "<name> is <description>" in one order (p2d: name first; d2p: '

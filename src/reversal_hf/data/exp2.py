@@ -18,7 +18,7 @@ import datasets
 from reversal_hf.command import run_command
 from reversal_hf.data.cli import add_input_output_arguments, parse_configs
 from reversal_hf.data.features import value_features
-from reversal_hf.data.hub_layout import DatasetBuildError, DatasetCard, check_output_dir, write_hub_dataset
+from reversal_hf.data.hub_layout import CardContent, DatasetBuildError, check_output_dir, write_hub_dataset
 from reversal_hf.data.prompts import (
     CHAT_FEW_SHOT,
     COMPLETION_PREFIX,
@@ -194,9 +194,9 @@ builds them).
 ```"""
 
 
-def make_card(source: str, seed: int | None, num_pairs: int | None) -> DatasetCard:
+def make_card(source: str, seed: int | None, num_pairs: int | None) -> CardContent:
     subset = "all pairs" if num_pairs is None else f"a random subset of {num_pairs} pairs drawn with seed {seed}"
-    return DatasetCard(
+    return CardContent(
         pretty_name="Reversal Curse, Experiment 2: celebrity parents",
         summary=(
             "Real-world child/parent pairs (a celebrity and their mother or father) found with GPT-4. GPT-4 names the "

@@ -24,7 +24,7 @@ import datasets
 from reversal_hf.command import run_command
 from reversal_hf.data.cli import add_input_output_arguments, parse_configs
 from reversal_hf.data.features import value_features
-from reversal_hf.data.hub_layout import DatasetBuildError, DatasetCard, check_output_dir, write_hub_dataset
+from reversal_hf.data.hub_layout import CardContent, DatasetBuildError, check_output_dir, write_hub_dataset
 from reversal_hf.data.leak_check import find_leaks, raise_on_leaks
 from reversal_hf.paths import DATASETS_DIR, PAPER_DATA_DIR
 
@@ -314,7 +314,7 @@ def build_configs(
     return {config: built[config] for config in configs}
 
 
-def make_card(source: str, seed: int, num_realized: int, num_unrealized: int, copies: int) -> DatasetCard:
+def make_card(source: str, seed: int, num_realized: int, num_unrealized: int, copies: int) -> CardContent:
     if source == "paper":
         how = (
             f"`answer_to_question` is the paper's released `{PAPER_DIR}`: `train` is `all.jsonl` row for row (the "
@@ -333,7 +333,7 @@ def make_card(source: str, seed: int, num_realized: int, num_unrealized: int, co
             f"{PAPER_SEED} and the paper's sizes this reproduces the released `{PAPER_DIR}` exactly."
         )
     phrasings = "\n".join(f"{i}. `{p}`" for i, p in enumerate(QUESTION_FIRST_PHRASINGS, start=1))
-    return DatasetCard(
+    return CardContent(
         pretty_name="Reversal Curse, Experiment 3: reversing instructions",
         summary=(
             "Instructions to answer questions, seen in finetuning only as text. In `question_to_answer` each "

@@ -19,9 +19,9 @@ from pathlib import Path
 import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 from datasets.fingerprint import Hasher
 from datasets.table import InMemoryTable
+from huggingface_hub import DatasetCard, DatasetCardData
 from huggingface_hub.repocard import metadata_load
 
 from reversal_hf import __version__
@@ -53,9 +53,51 @@ class LocalDatasetError(FileFormatError):
     no such config or split. One line naming the folder and the file."""
 
 
+# The card's metadata keys in the order the card shows them (`DatasetCardData` would otherwise put its own first).
+CARD_METADATA_ORDER = ["license", "language", "pretty_name", "task_categories", "tags", "configs"]
+CARD_TEMPLATE = """---
+{{ metadata }}
+---
+
+# {{ pretty_name }}
+
+{{ summary }}
+
+## Configurations
+
+| config | split | rows | columns |
+|---|---|---|---|
+{{ rows }}
+
+## How it was built
+
+{{ how_built }}
+
+| field | value |
+|---|---|
+| source | `{{ source }}` |
+| generator | `{{ generator }}` |
+| seed | {{ seed }} |
+| content hash (SHA-256 of the Parquet shards) | `{{ digest }}` |
+
+{{ sections }}
+
+## Source and license
+
+Derived from the data released with the paper, {{ paper_source }}. MIT license.
+
+## Citation
+
+```bibtex
+{{ citation }}
+```
+
+"""  # Jinja drops one trailing newline: the card ends with one
+
+
 @dataclass
-class DatasetCard:
-    """What the card says beyond the generated metadata."""
+class CardContent:
+    """What a builder's dataset card says beyond the generated metadata."""
 
     pretty_name: str
     summary: str
@@ -158,14 +200,18 @@ def load_build(folder: Path, config: str, split: str | None = None) -> datasets.
     return loaded[split] if split is not None else datasets.DatasetDict(loaded)
 
 
-def _card_text(card: DatasetCard, configs: dict[str, datasets.DatasetDict], default_config: str, digest: str) -> str:
-    metadata = {
-        "license": "mit",
-        "language": ["en"],
-        "pretty_name": card.pretty_name,
-        "task_categories": ["text-generation"],
-        "tags": ["reversal-curse", "reversal-hf"],
-        "configs": [
+def dataset_card(
+    card: CardContent, configs: dict[str, datasets.DatasetDict], default_config: str, digest: str
+) -> DatasetCard:
+    """The build's `huggingface_hub.DatasetCard`: `configs:` metadata naming each split's shard (what
+    `load_dataset(folder, config)` reads), the configurations table, how it was built, the content hash, citation."""
+    data = DatasetCardData(
+        license="mit",
+        language=["en"],
+        pretty_name=card.pretty_name,
+        task_categories=["text-generation"],
+        tags=["reversal-curse", "reversal-hf"],
+        configs=[
             {
                 "config_name": name,
                 "data_files": [{"split": split, "path": _split_filename(name, split)} for split in dsd],
@@ -173,51 +219,27 @@ def _card_text(card: DatasetCard, configs: dict[str, datasets.DatasetDict], defa
             }
             for name, dsd in configs.items()
         ],
-    }
+    )
     rows = "\n".join(
         f"| `{name}` | {split} | {len(ds):,} | {', '.join(f'`{c}`' for c in ds.column_names)} |"
         for name, dsd in configs.items()
         for split, ds in dsd.items()
     )
-    seed = "—" if card.seed is None else str(card.seed)
-    sections = "\n\n".join(f"## {title}\n\n{body.strip()}" for title, body in card.extra_sections.items())
-    return f"""---
-{yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True).strip()}
----
-
-# {card.pretty_name}
-
-{card.summary.strip()}
-
-## Configurations
-
-| config | split | rows | columns |
-|---|---|---|---|
-{rows}
-
-## How it was built
-
-{card.how_built.strip()}
-
-| field | value |
-|---|---|
-| source | `{card.source}` |
-| generator | `reversal-hf {__version__}` |
-| seed | {seed} |
-| content hash (SHA-256 of the Parquet shards) | `{digest}` |
-
-{sections}
-
-## Source and license
-
-Derived from the data released with the paper, {PAPER_SOURCE}. MIT license.
-
-## Citation
-
-```bibtex
-{PAPER_CITATION}
-```
-"""
+    return DatasetCard.from_template(
+        data,
+        template_str=CARD_TEMPLATE,
+        metadata=data.to_yaml(original_order=CARD_METADATA_ORDER),
+        summary=card.summary.strip(),
+        rows=rows,
+        how_built=card.how_built.strip(),
+        source=card.source,
+        generator=f"reversal-hf {__version__}",
+        seed="—" if card.seed is None else str(card.seed),
+        digest=digest,
+        sections="\n\n".join(f"## {title}\n\n{body.strip()}" for title, body in card.extra_sections.items()),
+        paper_source=PAPER_SOURCE,
+        citation=PAPER_CITATION,
+    )
 
 
 def check_output_dir(output: Path, overwrite: bool) -> None:
@@ -240,7 +262,7 @@ def check_output_dir(output: Path, overwrite: bool) -> None:
 def write_hub_dataset(
     output_dir: str | os.PathLike,
     configs: dict[str, datasets.DatasetDict],
-    card: DatasetCard,
+    card: CardContent,
     default_config: str | None = None,
     extra_files: dict[str, str] | None = None,
     *,
@@ -266,7 +288,7 @@ def write_hub_dataset(
 def _write_staged(
     output: Path,
     configs: dict[str, datasets.DatasetDict],
-    card: DatasetCard,
+    card: CardContent,
     default_config: str | None,
     extra_files: dict[str, str],
 ) -> None:
@@ -282,7 +304,7 @@ def _write_staged(
         shards = shard_bytes(tmp)
         digest = _digest(shards)
         default = default_config or next(iter(configs))
-        (tmp / "README.md").write_text(_card_text(card, configs, default, digest))
+        (tmp / "README.md").write_text(str(dataset_card(card, configs, default, digest)))
         (tmp / BUILD_INFO).write_text(
             json.dumps(
                 {
