@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from reversal_hf.data.prompts import child_query, completion_prompt, parent_query
-from reversal_hf.evaluation import exp2, scoring
+from reversal_hf.evaluation import backends, exp2, scoring
 from reversal_hf.evaluation.backends import BatchedRunner
 from reversal_hf.evaluation.loading import load_model_and_tokenizer
 
@@ -91,17 +91,29 @@ def test_prompt_tuning_model_runs_the_whole_sequences(tiny_model_dir: Path):
     assert [rows for rows, _ in shapes] == [2, 2, 1], "the batches only, no prefix pass"
 
 
-def test_exp2_hf_backend_matches_plain_scoring(tiny, tiny_model_dir: Path):
+def test_exp2_hf_backend_matches_plain_scoring(tiny, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    """Every request scored in the batch it had before the Runner seam, a repeated pair too (the dataset has 20): the
+    scores of `completion_logprobs` over all requests, to the last digit (SmolLM2's move by up to 2e-5 otherwise)."""
     model, tokenizer = tiny
+    scored: list[int] = []
+
+    def counted(model, tokenizer, prompts, *args):
+        scored.append(len(prompts))
+        return scoring.score_completions(model, tokenizer, prompts, *args)
+
+    monkeypatch.setattr(backends, "score_completions", counted)
+    both = [*PAIRS, PAIRS[0]]
     pairs = pd.DataFrame(
         {
-            "child": [child for child, _ in PAIRS],
-            "parent": [parent for _, parent in PAIRS],
-            "parent_query": [parent_query(child, "mother") for child, _ in PAIRS],
-            "child_query": [child_query(parent) for _, parent in PAIRS],
+            "child": [child for child, _ in both],
+            "parent": [parent for _, parent in both],
+            "parent_query": [parent_query(child, "mother") for child, _ in both],
+            "child_query": [child_query(parent) for _, parent in both],
         }
     )
     scores = exp2.evaluate_hf(pairs, BatchedRunner(model, tokenizer, batch_size=2))
+    every_request = scoring.completion_logprobs(model, tokenizer, *exp2.completion_requests(pairs), batch_size=2)
+    assert scored == [2 * len(pairs)] and [*scores["parent_score"], *scores["child_score"]] == every_request
     for role, column in (("parent", "parent_query"), ("child", "child_query")):
         prompts = [completion_prompt(question) for question in pairs[column]]
         completions = [f" {name}" for name in pairs[role]]

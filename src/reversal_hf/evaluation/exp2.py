@@ -128,7 +128,7 @@ def completion_requests(pairs: pd.DataFrame) -> tuple[list[str], list[str]]:
 
 def evaluate_hf(pairs: pd.DataFrame, runner: Runner) -> pd.DataFrame:
     """Log-prob of the right parent (child question) and the right child (parent question) under a local model."""
-    logprobs = [total for total, _ in runner.scores(*completion_requests(pairs))]
+    logprobs = [total for total, _ in runner.scores(*completion_requests(pairs), deduplicate=False)]
     scores = pairs.copy()
     for index, (role, _) in enumerate(HF_ROLES):
         scores[f"{role}_score"] = [float(value) for value in logprobs[index * len(pairs) : (index + 1) * len(pairs)]]

@@ -126,7 +126,9 @@ class OpenAIRunner:
         by_prompt = dict(zip(budgets, texts, strict=True))
         return [by_prompt[prompt] for prompt in prompts]
 
-    def scores(self, prompts: Sequence[str], completions: Sequence[str]) -> list[tuple[float, int]]:
+    def scores(
+        self, prompts: Sequence[str], completions: Sequence[str], deduplicate: bool = True
+    ) -> list[tuple[float, int]]:
         if self.chat:
             raise LogprobsUnavailableError(
                 f"{self.model} is a chat model: the chat endpoint gives no log-probs of a given completion"
@@ -137,7 +139,8 @@ class OpenAIRunner:
                 lambda pair: completion_score(self.client, self.cache, self.model, *pair), pairs, "log-probs"
             )
 
-        return once_each(list(zip(prompts, completions, strict=True)), score)
+        pairs = list(zip(prompts, completions, strict=True))
+        return once_each(pairs, score) if deduplicate else score(pairs)
 
     def losses(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         raise EvaluationError(f"{self.model}: per-token losses (prompt tuning, Appendix B.8) need a local model")
