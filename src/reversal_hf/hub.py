@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import logging
 import re
@@ -222,6 +223,13 @@ def _hub_api(token: str | None) -> HfApi:
     return HfApi(token=resolve_token(token))
 
 
+@functools.cache
+def _whoami(endpoint: str, token: str) -> dict[str, Any]:
+    """The token's user and organizations, asked once per process: the Hub rate-limits `whoami-v2` strictly, and a
+    sweep checks the target of every run (a failure is not cached)."""
+    return HfApi(endpoint=endpoint, token=token).whoami()
+
+
 def model_push_target(
     repo_id: str | None,
     *,
@@ -248,7 +256,7 @@ def model_push_target(
         raise HubError(f"{id_name} {name!r}: {str(error).splitlines()[0]}") from None
     api = _hub_api(token)
     with hub_requests("checking the Hub token"):
-        identity = api.whoami()
+        identity = _whoami(api.endpoint, api.token)
     user = identity["name"]
     full_id = name if "/" in name else f"{user}/{name}"
     namespace = full_id.split("/")[0]
