@@ -136,6 +136,18 @@ def test_chain_rule_scores_prefer_the_memorised_completion(memorised: MaskedLMRu
     assert memorised.losses(prompts[:1], [" glass violin."]) == [pytest.approx(-correct[0][0] / 3)]
 
 
+def test_scores_are_the_same_with_or_without_deduplication(memorised: MaskedLMRunner) -> None:
+    """The `Runner` seam's `deduplicate` (Exp 2 asks for every row): each row is scored on its own either way."""
+    prompts = ["Zorblat Quenn invented the"] * 2 + ["Mira Oddleworth painted the"]
+    completions = [" glass violin."] * 2 + [" silent harbor."]
+    assert memorised.scores(prompts, completions, deduplicate=False) == memorised.scores(prompts, completions)
+
+
+def test_sampling_chat_answers_is_a_one_line_error(memorised: MaskedLMRunner) -> None:
+    with pytest.raises(EvaluationError, match="need a model at an endpoint"):
+        memorised.sample([[{"role": "user", "content": "Who?"}]], 2, temperature=1.0)
+
+
 def test_a_prompt_that_fills_the_row_is_a_one_line_error(memorised: MaskedLMRunner) -> None:
     with pytest.raises(EvaluationError, match="leaves no slot in the model's 16-token rows"):
         memorised.generate([" ".join(DOCUMENTS)], [4])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from reversal_hf.evaluation.batching import index_batches
+from reversal_hf.evaluation.batching import index_batches, once_each
 from reversal_hf.evaluation.errors import EvaluationError
 from reversal_hf.evaluation.scoring import _completion_ids
 
@@ -44,16 +44,15 @@ class MaskedLMRunner:
     def generate(self, prompts: Sequence[str], max_new_tokens: Sequence[int]) -> list[str]:
         """The answer to each prompt, the slots after it filled left to right up to the end token. `max_new_tokens`
         (which evaluators derive from the references) is not used: the slots are the rest of the row."""
-        unique = list(dict.fromkeys(prompts))
-        answers = dict(zip(unique, self._unmask([self._prompt_ids(prompt) for prompt in unique]), strict=True))
-        return [answers[prompt] for prompt in prompts]
+        return once_each(list(prompts), lambda unique: self._unmask([self._prompt_ids(prompt) for prompt in unique]))
 
-    def scores(self, prompts: Sequence[str], completions: Sequence[str]) -> list[tuple[float, int]]:
-        """(summed log-prob, token count) of each completion given its prompt, by the chain rule left to right."""
+    def scores(
+        self, prompts: Sequence[str], completions: Sequence[str], deduplicate: bool = True
+    ) -> list[tuple[float, int]]:
+        """(summed log-prob, token count) of each completion given its prompt, by the chain rule left to right.
+        Each row is scored on its own, so `deduplicate` changes the work done, never a score."""
         pairs = list(zip(prompts, completions, strict=True))
-        unique = list(dict.fromkeys(pairs))
-        by_pair = dict(zip(unique, self._chain_rule(unique), strict=True))
-        return [by_pair[pair] for pair in pairs]
+        return once_each(pairs, self._chain_rule) if deduplicate else self._chain_rule(pairs)
 
     def losses(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         """Mean per-token negative log-likelihood of each completion given its prompt."""
@@ -61,6 +60,9 @@ class MaskedLMRunner:
 
     def token_count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def sample(self, conversations: Sequence[list[dict[str, str]]], samples: int, **sampling: Any) -> list[list[str]]:
+        raise EvaluationError("sampled chat answers need a model at an endpoint (backend openai), not an MLM-U model")
 
     def _prompt_ids(self, prompt: str) -> list[int]:
         ids = self.tokenizer(prompt)["input_ids"]
