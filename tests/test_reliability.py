@@ -201,7 +201,9 @@ def test_a_signal_to_the_launcher_stops_every_process_it_started(
     signum: int, exp1_dataset_dir: Path, tiny_model_dir: Path, tmp_path: Path
 ):
     """`reversal-hf train` is signalled once its job trains (a checkpoint exists): it exits, and so do `accelerate
-    launch` and `sft.py`. Only processes this test started are signalled; survivors are killed at the end."""
+    launch` and `sft.py`. The launcher starts with SIGINT ignored, as a shell's background job (`cmd &`) does, and
+    its job must still stop on a forwarded SIGINT. Only processes this test started are signalled; survivors are
+    killed at the end."""
     overrides = [*_overrides(exp1_dataset_dir, tiny_model_dir, tmp_path / "run"), "--max_steps", "100000"]
     launcher = subprocess.Popen(
         [*CLI, "train", "exp1_tiny", "--", *overrides],
@@ -209,6 +211,7 @@ def test_a_signal_to_the_launcher_stops_every_process_it_started(
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     children: set[int] = set()
     try:

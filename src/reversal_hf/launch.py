@@ -320,16 +320,24 @@ def run_in_process_group(command: list[str]) -> int:
 
     SIGTERM or SIGINT to the launcher goes to that whole group (`accelerate launch` and its training processes),
     and the launcher waits for them to exit: killing it leaves nothing training. A child killed by signal N gives
-    128 + N, as a shell reports it.
+    128 + N, as a shell reports it. The handlers are installed before the job starts, so the job inherits default
+    dispositions: a launcher started in the background by a shell ignores SIGINT, and its job would too.
     """
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=os.environ.copy(), start_new_session=True)
+    started: list[subprocess.Popen[bytes]] = []
+    received: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signum)
+        received.append(signum)
+        for process in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signum)
 
     previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
     try:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=os.environ.copy(), start_new_session=True)
+        started.append(process)
+        for signum in received:  # arrived while the job was starting
+            os.killpg(process.pid, signum)
         returncode = process.wait()
     finally:
         for signum, handler in previous.items():
