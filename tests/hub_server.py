@@ -371,16 +371,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         }
 
     def _create_tag(self, type: str, repo: str, rev: str) -> tuple[int, object]:
-        self.require_auth()
-        repository = self.state.repo(type, repo, True)
-        target = self.state.at_revision(repository, rev)
-        tag = self.json().get("tag") or ""
-        if not re.fullmatch(REF_NAME, tag):
-            raise HubError(400, f"Invalid tag name {tag!r}")
-        if tag in repository.tags or tag in repository.branches:
-            raise HubError(409, f"Tag {tag} already exists")
-        repository.tags[tag] = target.sha
-        return 200, {}
+        return self._add_ref(type, repo, "tag", self.json().get("tag") or "", rev)
 
     def _delete_tag(self, type: str, repo: str, name: str) -> tuple[int, object]:
         self.require_auth()
@@ -390,14 +381,18 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         return 200, {}
 
     def _create_branch(self, type: str, repo: str, name: str) -> tuple[int, object]:
+        return self._add_ref(type, repo, "branch", name, self.json().get("startingPoint") or "main")
+
+    def _add_ref(self, type: str, repo: str, kind: str, name: str, start: str) -> tuple[int, object]:
+        """A new tag or branch at `start`: the Hub's 400 for a bad name, 409 for a name a tag or branch has."""
         self.require_auth()
         repository = self.state.repo(type, repo, True)
-        target = self.state.at_revision(repository, self.json().get("startingPoint") or "main")
+        target = self.state.at_revision(repository, start)
         if not re.fullmatch(REF_NAME, name):
-            raise HubError(400, f"Invalid branch name {name!r}")
+            raise HubError(400, f"Invalid {kind} name {name!r}")
         if name in repository.branches or name in repository.tags:
             raise HubError(409, f"Reference {name} already exists")
-        repository.branches[name] = target.sha
+        (repository.tags if kind == "tag" else repository.branches)[name] = target.sha
         return 200, {}
 
     def _delete_branch(self, type: str, repo: str, name: str) -> tuple[int, object]:
