@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from reversal_hf import run_folder
 from reversal_hf.data.prompts import SYSTEM_PROMPT
 from reversal_hf.evaluation.backends import BatchedRunner, generate_and_match, generation_budget
 from reversal_hf.evaluation.data import load_split
@@ -91,9 +92,14 @@ def runner(tiny_model_dir: Path) -> BatchedRunner:
     return BatchedRunner(*load_model_and_tokenizer(tiny_model_dir, device="cpu"))
 
 
-def test_generations_and_exact_match_agree(lm_eval_run, runner: BatchedRunner, exp1_dataset_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def ours(runner: BatchedRunner, exp1_dataset_dir: Path) -> dict[str, pd.DataFrame]:
+    """Our evaluator's generations and exact match on the rows lm-eval scored."""
+    return generate_and_match({key: _rows(exp1_dataset_dir, key) for key in GENERATE.values()}, runner)[1]
+
+
+def test_generations_and_exact_match_agree(lm_eval_run, ours: dict[str, pd.DataFrame]) -> None:
     _, samples = lm_eval_run
-    _, ours = generate_and_match({key: _rows(exp1_dataset_dir, key) for key in GENERATE.values()}, runner)
     differing = []
     for task, key in GENERATE.items():
         assert len(samples[task]) == LIMIT
@@ -169,3 +175,28 @@ def test_generation_budgets_cover_ours(runner: BatchedRunner, exp1_dataset_dir: 
             split = load_split(str(exp1_dataset_dir), kwargs["config"], kwargs["split"])
             budget = generation_budget(runner, split["completion"])
             assert config["generation_kwargs"]["max_gen_toks"] >= budget, path.name
+
+
+def test_agreement_table_pairs_rows_and_names_each_disagreement(
+    lm_eval_run, ours: dict[str, pd.DataFrame], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`lm-eval-report --agree-with RUN_DIR`: per split, both exact matches and the rows on which they agree; a row
+    flipped on our side is counted and printed; another set of rows is a one-line error."""
+    output, _ = lm_eval_run
+    table = pd.concat(ours.values(), ignore_index=True)
+    flipped = table["split"].eq("p2d/test").idxmax()
+    table.loc[flipped, "exact_match"] = not table.loc[flipped, "exact_match"]
+    run_folder.write_table(run_folder.examples_path(tmp_path / "ours", "exp1"), table)
+    arguments = [str(output), "--report", str(tmp_path / "lm"), "--agree-with", str(tmp_path / "ours")]
+    assert lm_eval_logs.main(arguments) == 0
+    printed = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line for line in printed.splitlines() if line.startswith("| ")}
+    assert rows["p2d/test"].rstrip(" |").endswith(f"{LIMIT - 1}/{LIMIT}")
+    for key in ("p2d/reverse_test", "d2p/reverse_test"):
+        assert rows[key].rstrip(" |").endswith(f"{LIMIT}/{LIMIT}")
+    (differs,) = [line for line in printed.splitlines() if line.startswith("differs: ")]
+    assert repr(table.loc[flipped, "prompt"]) in differs and "lm-eval" in differs
+
+    run_folder.write_table(run_folder.examples_path(tmp_path / "ours", "exp1"), table.iloc[::-1])
+    assert lm_eval_logs.main(arguments) == 1
+    assert "holds other rows than lm-eval scored" in capsys.readouterr().err

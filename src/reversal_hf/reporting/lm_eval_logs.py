@@ -204,6 +204,50 @@ def lm_eval_report(output_dir: Path, target: Path) -> tuple[list[Path], Path]:
     return run_dirs, write_report(run_dirs, target / "report", title="The Reversal Curse: lm-eval report")
 
 
+def agreement(ours: Path, theirs: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Split by split, `reversal-hf eval`'s examples in run folder `ours` against lm-eval's in run folder `theirs`
+    (one `lm_eval_report` wrote): each side's exact match and on how many rows the two agree. Rows pair by position
+    in the split, so both must have scored the same rows (whole splits, or lm-eval's `--limit N` against the first N);
+    a pair whose references differ is an error. Also returns a line per disagreeing row, with both generations."""
+    rows, differing = [], []
+    for experiment in ("exp1", "exp3"):
+        paths = [run_folder.examples_path(folder, experiment) for folder in (ours, theirs)]
+        if not all(path.is_file() for path in paths):
+            continue
+        our_table, their_table = (pd.read_parquet(path) for path in paths)
+        for split, their_rows in their_table.groupby("split", sort=False):
+            if "generation" not in their_rows or their_rows["generation"].isna().all():
+                continue  # a likelihood-only split
+            our_rows = our_table[our_table["split"] == split].head(len(their_rows))
+            references = our_rows["completion"].tolist()
+            if references != their_rows["reference"].tolist():
+                raise ReportInputError(f"{paths[0]}: {split} holds other rows than lm-eval scored (score whole splits)")
+            agree = our_rows["exact_match"].values == their_rows["exact_match"].values
+            rows.append(
+                {
+                    "split": split,
+                    "n": len(their_rows),
+                    "our exact match": our_rows["exact_match"].mean(),
+                    "lm-eval's": their_rows["exact_match"].mean(),
+                    "agreement": f"{agree.sum()}/{len(agree)}",
+                }
+            )
+            for (_, mine), (_, other) in zip(our_rows[~agree].iterrows(), their_rows[~agree].iterrows(), strict=True):
+                generations = f"ours {mine['generation']!r}, lm-eval {other['generation']!r}"
+                differing.append(f"{split} {mine['prompt']!r}: {generations}")
+    if not rows:
+        raise ReportInputError(f"{ours}: no Exp 1 or Exp 3 examples scored by both (run reversal-hf eval there)")
+    return pd.DataFrame(rows), differing
+
+
+def agreement_text(ours: Path, theirs: Path) -> str:
+    table, differing = agreement(ours, theirs)
+    table["our exact match"] = table["our exact match"].map("{:.1%}".format)
+    table["lm-eval's"] = table["lm-eval's"].map("{:.1%}".format)
+    lines = [f"agreement of {theirs} (lm-eval) with {ours} (reversal-hf eval):", table.to_markdown(index=False)]
+    return "\n".join(lines + [f"differs: {line}" for line in differing])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reversal-hf lm-eval-report", description=__doc__.splitlines()[0])
     parser.add_argument("output_dir", type=Path, metavar="OUTPUT_DIR", help="lm_eval's --output_path")
@@ -213,9 +257,20 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="where our run folders and report go (default: OUTPUT_DIR/reversal_hf)",
     )
-    args = parser.parse_args(argv)
-    return run_command(
-        lambda: lm_eval_report(args.output_dir, args.report or args.output_dir / "reversal_hf"),
-        (ReportInputError, files.FileFormatError, OSError),
-        done=lambda result: f"{summary_table(result[0])}\n\nwrote {result[1]}",
+    parser.add_argument(
+        "--agree-with",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="a run folder `reversal-hf eval` scored: print per-split exact match and per-example agreement with it",
     )
+    args = parser.parse_args(argv)
+
+    def report() -> str:
+        run_dirs, report_dir = lm_eval_report(args.output_dir, args.report or args.output_dir / "reversal_hf")
+        text = f"{summary_table(run_dirs)}\n\nwrote {report_dir}"
+        if args.agree_with is not None:
+            text += "".join(f"\n\n{agreement_text(args.agree_with, run_dir)}" for run_dir in run_dirs)
+        return text
+
+    return run_command(report, (ReportInputError, files.FileFormatError, OSError), done=str)
