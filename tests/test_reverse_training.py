@@ -376,6 +376,39 @@ def test_study_report_has_the_table_the_verdicts_and_the_figure(tmp_path: Path) 
     assert json.loads((tmp_path / "out" / "report.json").read_text())["methods"][1]["p2d/reverse"]["mean"] == 0.85
 
 
+def test_study_pools_each_methods_likelihood_over_seeds_with_holm_across_methods(tmp_path: Path) -> None:
+    """Per method and split: per-fact differences averaged over seeds, then one t-test across facts (scipy's), with
+    Holm's correction over every method × split of the study."""
+    from scipy import stats
+
+    facts = ["A", "B", "C", "D", "E"]
+    differences = {"baseline": [-1.0, 0.5, 0.25, -0.5, 1.0], "entity": [2.0, 1.5, 3.0, 2.5, 1.0]}
+    rows = []
+    for method, base in differences.items():
+        run_dirs = []
+        for seed in range(2):
+            run_dir = tmp_path / f"{method}-seed{seed}"
+            per_fact = [d + (0.5 if seed else -0.5) for d in base]  # averages back to `base`
+            test = {"facts": facts, "differences": per_fact, "per_token": {"differences": [d / 2 for d in per_fact]}}
+            metrics = {"experiment": "exp1", "exact_match": {}, "likelihood": {"p2d/reverse_test": test}}
+            (run_dir / "eval").mkdir(parents=True)
+            (run_dir / "eval" / "exp1_metrics.json").write_text(json.dumps(metrics))
+            run_dirs.append(str(run_dir))
+        rows.append({"method": method, "run_dirs": run_dirs})
+
+    table = mitigate.pooled_likelihood(rows)
+    pvalues = [stats.ttest_1samp(base, 0.0).pvalue for base in differences.values()]
+    holm = sorted(pvalues)[0] * 2, max(sorted(pvalues)[0] * 2, sorted(pvalues)[1])
+    for group, base, pvalue in zip(table, differences.values(), pvalues, strict=True):
+        (test,) = group["tests"]
+        pooled = test["pooled"]["summed"]
+        assert (pooled["n"], pooled["n_seeds"]) == (5, 2)
+        assert pooled["mean_difference"] == pytest.approx(sum(base) / 5)
+        assert pooled["ttest_pvalue"] == pytest.approx(pvalue)
+        assert pooled["ttest_pvalue_holm"] == pytest.approx(holm[sorted(pvalues).index(pvalue)])
+    assert [group["group"].split(" ")[0] for group in table] == ["baseline", "entity"]
+
+
 @pytest.mark.slow
 def test_make_mitigate_quick_writes_the_study_report(tmp_path: Path) -> None:
     """`make mitigate QUICK=1` (one seed, a few steps) on four methods: the baseline, a text transform and `token`

@@ -35,8 +35,9 @@ from reversal_hf.evaluation.run import RunArguments
 from reversal_hf.models import prepare_model
 from reversal_hf.precision import machine_info
 from reversal_hf.reporting import figures
-from reversal_hf.reporting.markdown import NOT_AVAILABLE, markdown_table, percent_cell, text_table
-from reversal_hf.reporting.tables import SINGLE_DRAW, design, fact_counts, stat
+from reversal_hf.reporting.markdown import NOT_AVAILABLE, likelihood_rows, markdown_table, percent_cell, text_table
+from reversal_hf.reporting.runs import RunGroup, load_runs
+from reversal_hf.reporting.tables import SINGLE_DRAW, design, fact_counts, likelihood_family, likelihood_table, stat
 from reversal_hf.reproduce import (
     JOB_ERRORS,
     QUICK_EXAMPLES_PER_SPLIT,
@@ -299,6 +300,16 @@ def likelihood_design(rows: list[dict[str, Any]]) -> str:
     return design(tests)
 
 
+def pooled_likelihood(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each method's likelihood tests pooled over facts × seeds, Holm-corrected across every method × split: the
+    per-seed p-values of the main table are detail, these are the tests the study's claims rest on."""
+    groups = []
+    for row in rows:
+        runs = load_runs([Path(run_dir) for run_dir in row["run_dirs"]])
+        groups.append(RunGroup("exp1", row["method"], runs[0].model, runs[0].training_mode, {}, runs))
+    return likelihood_table(groups)
+
+
 def study_time(data: dict[str, Any]) -> str:
     """Where, at which commit(s), and how long the runs took over every session that ran them."""
     machine, timeline = data["machine"], data["timeline"]
@@ -364,6 +375,17 @@ def render_markdown(data: dict[str, Any]) -> str:
             for method, split, n, templates in excluded
         ]
         lines.append("")
+    if data.get("likelihood"):
+        lines += [
+            "## Likelihood, pooled over facts × seeds",
+            "",
+            "Per fact, the correct completion's log-prob minus the random ones', averaged over the seeds, then a "
+            "paired t-test and a Wilcoxon test across facts (each p-value beside its Holm-adjusted one); the family: "
+            f"{likelihood_family(data['likelihood'])}.",
+            "",
+            markdown_table(*likelihood_rows(data["likelihood"])),
+            "",
+        ]
     lines += ["## Runs", "", *(f"- `{row['method']}`: {', '.join(row['run_dirs'])}" for row in data["methods"]), ""]
     return "\n".join(lines)
 
@@ -406,6 +428,7 @@ def study(methods: list[Method], seeds: int, quick: bool, output: Path) -> Path:
         "target_ratio": TARGET_RATIO,
         "likelihood_design": likelihood_design(rows),
         "methods": rows,
+        "likelihood": pooled_likelihood(rows),
         "paper": paper_numbers.reported(),
         "machine": machine_info(),
         "git_commit": provenance_commits([Path(d) for row in rows for d in row["run_dirs"]]),
