@@ -14,6 +14,8 @@ from reversal_hf import evaluation
 from reversal_hf.data import exp2 as build_exp2
 from reversal_hf.data.prompts import chat_messages, child_query, completion_prompt
 from reversal_hf.evaluation import exp2
+from reversal_hf.evaluation.backends import BatchedRunner
+from reversal_hf.evaluation.errors import SamplingNeedsAnEndpointError
 from reversal_hf.evaluation.loading import load_model_and_tokenizer
 from reversal_hf.evaluation.scoring import completion_logprobs
 from reversal_hf.openai_api import ResponseCache
@@ -173,3 +175,9 @@ def test_bad_dataset_is_one_line_error(tmp_path: Path, capsys):
     assert evaluation.main(["exp2", *argv]) == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: ") and "missing" in error and "\n" not in error
+
+
+def test_a_local_model_refuses_sampled_answers_in_one_line() -> None:
+    """Sampled chat answers (the paper's GPT-4 protocol) need an endpoint; a local model is scored by likelihood."""
+    with pytest.raises(SamplingNeedsAnEndpointError, match=r"^sampled chat answers need .* not a local model$"):
+        BatchedRunner(None, None, 1).sample([chat_messages("Who is Tom Cruise's mother?")], 2, temperature=1.0)

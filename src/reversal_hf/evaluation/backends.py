@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from reversal_hf import run_folder
 from reversal_hf.evaluation.batching import largest_budgets, once_each
-from reversal_hf.evaluation.errors import EvaluationError
+from reversal_hf.evaluation.errors import EvaluationError, SamplingNeedsAnEndpointError
 from reversal_hf.evaluation.generation import greedy_generate
 from reversal_hf.evaluation.loading import load_model_and_tokenizer
 from reversal_hf.evaluation.metrics import exact_match
@@ -106,7 +106,7 @@ class BatchedRunner:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def sample(self, conversations: Sequence[list[dict[str, str]]], samples: int, **sampling: Any) -> list[list[str]]:
-        raise EvaluationError("sampled chat answers need a model at an endpoint (backend openai)")
+        raise SamplingNeedsAnEndpointError("a local model")
 
 
 def make_runner(

@@ -18,7 +18,7 @@ from itertools import islice
 from typing import Any
 
 from reversal_hf.evaluation.batching import index_batches, once_each
-from reversal_hf.evaluation.errors import EvaluationError
+from reversal_hf.evaluation.errors import EvaluationError, SamplingNeedsAnEndpointError
 from reversal_hf.evaluation.scoring import _completion_ids
 
 # Rows per forward pass when scoring: one per completion token, each as long as a short prompt, so many fit at once.
@@ -62,7 +62,7 @@ class MaskedLMRunner:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def sample(self, conversations: Sequence[list[dict[str, str]]], samples: int, **sampling: Any) -> list[list[str]]:
-        raise EvaluationError("sampled chat answers need a model at an endpoint (backend openai), not an MLM-U model")
+        raise SamplingNeedsAnEndpointError("an MLM-U model")
 
     def _prompt_ids(self, prompt: str) -> list[int]:
         ids = self.tokenizer(prompt)["input_ids"]
