@@ -24,6 +24,7 @@ from reversal_hf.evaluation.data import Exp1Data, load_split
 from reversal_hf.evaluation.errors import EvaluationError
 from reversal_hf.model_card import build_model_card
 from reversal_hf.paths import REPO_ROOT
+from reversal_hf.reporting.tables import likelihood_table
 from reversal_hf.train import TrainError, load_train_dataset
 
 TEXT_RECIPES = {
@@ -389,14 +390,21 @@ def test_study_pools_each_methods_likelihood_over_seeds_with_holm_across_methods
         for seed in range(2):
             run_dir = tmp_path / f"{method}-seed{seed}"
             per_fact = [d + (0.5 if seed else -0.5) for d in base]  # averages back to `base`
-            test = {"facts": facts, "differences": per_fact, "per_token": {"differences": [d / 2 for d in per_fact]}}
+            test = {
+                "facts": facts,
+                "n_random_per_fact": 4,
+                "differences": per_fact,
+                "per_token": {"differences": [d / 2 for d in per_fact]},
+            }
             metrics = {"experiment": "exp1", "exact_match": {}, "likelihood": {"p2d/reverse_test": test}}
             (run_dir / "eval").mkdir(parents=True)
             (run_dir / "eval" / "exp1_metrics.json").write_text(json.dumps(metrics))
             run_dirs.append(str(run_dir))
         rows.append({"method": method, "run_dirs": run_dirs})
 
-    table = mitigate.pooled_likelihood(rows)
+    groups = mitigate.method_groups(rows)
+    table = likelihood_table(groups)
+    assert mitigate.likelihood_design(groups) == "every other fact's under the template (≥ 4 per prompt)"
     pvalues = [stats.ttest_1samp(base, 0.0).pvalue for base in differences.values()]
     holm = sorted(pvalues)[0] * 2, max(sorted(pvalues)[0] * 2, sorted(pvalues)[1])
     for group, base, pvalue in zip(table, differences.values(), pvalues, strict=True):

@@ -289,25 +289,25 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def likelihood_design(rows: list[dict[str, Any]]) -> str:
-    """Which random completions the runs' likelihood tests used (runs evaluated before issue 18 drew one)."""
-    tests = [
-        (run_folder.read_metrics(run_dir, "exp1") or {}).get("likelihood", {}).get(f"{subset}/reverse_test", {})
-        for row in rows
-        for run_dir in row["run_dirs"]
-        for subset in SUBSETS
-    ]
-    return design(tests)
-
-
-def pooled_likelihood(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each method's likelihood tests pooled over facts × seeds, Holm-corrected across every method × split: the
-    per-seed p-values of the main table are detail, these are the tests the study's claims rest on."""
+def method_groups(rows: list[dict[str, Any]]) -> list[RunGroup]:
+    """Each method's seeds as one group, read from their folders once for the likelihood header and pooled tests."""
     groups = []
     for row in rows:
         runs = load_runs([Path(run_dir) for run_dir in row["run_dirs"]])
         groups.append(RunGroup("exp1", row["method"], runs[0].model, runs[0].training_mode, {}, runs))
-    return likelihood_table(groups)
+    return groups
+
+
+def likelihood_design(groups: list[RunGroup]) -> str:
+    """Which random completions the runs' likelihood tests used (runs evaluated before issue 18 drew one)."""
+    tests = [
+        metrics["likelihood"][split]
+        for group in groups
+        for _, metrics in group.metrics()
+        for split in (f"{subset}/reverse_test" for subset in SUBSETS)
+        if split in metrics.get("likelihood", {})
+    ]
+    return design(tests) if tests else SINGLE_DRAW
 
 
 def study_time(data: dict[str, Any]) -> str:
@@ -420,15 +420,18 @@ def study(methods: list[Method], seeds: int, quick: bool, output: Path) -> Path:
     oracle = next((row for row in rows if row["method"] == ORACLE), None)
     for row in rows:
         row["target"] = target_check(row, baseline, oracle)
+    groups = method_groups(rows)
     data = {
         "generated_by": __version__,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seeds": seeds,
         "quick": quick,
         "target_ratio": TARGET_RATIO,
-        "likelihood_design": likelihood_design(rows),
+        "likelihood_design": likelihood_design(groups),
         "methods": rows,
-        "likelihood": pooled_likelihood(rows),
+        # each method's tests pooled over facts × seeds, Holm-corrected across every method × split: the per-seed
+        # p-values of the main table are detail, these are the tests the study's claims rest on
+        "likelihood": likelihood_table(groups),
         "paper": paper_numbers.reported(),
         "machine": machine_info(),
         "git_commit": provenance_commits([Path(d) for row in rows for d in row["run_dirs"]]),
