@@ -205,6 +205,7 @@ def test_eval_run_writes_the_contract_for_a_prompt_tuning_run(prompt_tuning_run:
     tuning = metrics["prompt_tuning"]
     assert tuning["fact"] == "Uriah Hawthorne" and tuning["subset"] == "d2p" and tuning["fact_source"] == "run_info"
     assert all(tuning[key] > 0 for key in ("same_order_loss", "reverse_loss", "shuffled_reverse_loss"))
+    assert tuning["shuffled_reverse_prompts"] == "same template"  # how the report tells it from the older design
 
     table = pd.read_parquet(prompt_tuning_run / "eval" / "exp1_examples.parquet")
     assert len(table) == 2 * (3 + 4)

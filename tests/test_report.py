@@ -434,6 +434,47 @@ def test_exp3_both_orders_side_by_side_and_in_one_sweep_grid(tmp_path: Path) -> 
     assert directions == {"same", "reverse"}
 
 
+def test_a_run_from_before_a_config_key_groups_with_later_seeds_of_its_configuration(tmp_path: Path) -> None:
+    """B.8 seeds trained before `prompt_tuning_init` existed were text-initialised: they pool with the later `text`
+    seeds, and the random-init control stays a group of its own."""
+    from reversal_hf.reporting.runs import group_runs
+
+    folders = []
+    for seed, init in enumerate((None, None, "text", "random")):
+        info = _info("exp1_prompt_tuning", seed, mode="prompt_tuning")
+        if init is not None:
+            info["resolved_config"]["prompt_tuning_init"] = init
+        metrics = {"experiment": "exp1", "exact_match": {"p2d/test": {"accuracy": 0.5}}}
+        folders.append(_write_run(tmp_path / f"seed{seed}", info, {"exp1": metrics}))
+    groups = group_runs(load_runs(folders), "exp1")
+    assert [(group.varying, len(group.runs)) for group in groups] == [
+        ({"prompt_tuning_init": "text"}, 3),
+        ({"prompt_tuning_init": "random"}, 1),
+    ]
+
+
+def test_b8_scored_against_any_template_is_kept_apart_from_the_template_matched_seeds(tmp_path: Path) -> None:
+    """Seeds whose shuffled reverse prompts came from any template (metrics from before 2026-12-05: no run id, no
+    `shuffled_reverse_prompts`) are a group of their own, so the paired reverse − shuffled test never mixes the two."""
+    from reversal_hf.reporting.runs import group_runs
+
+    folders = []
+    for seed, (run_id, marked) in enumerate([(None, False), (None, False), ("r2", False), (None, True)]):
+        info = _info("exp1_prompt_tuning", seed, mode="prompt_tuning", prompt_tuning_init="text") | {"run_id": run_id}
+        losses = {"same_order_loss": 0.4, "reverse_loss": 0.3, "shuffled_reverse_loss": 0.1 + seed / 100}
+        metrics = {"experiment": "exp1", "exact_match": {"p2d/test": {"accuracy": 0.5}}, "prompt_tuning": losses}
+        if run_id:
+            metrics["run_id"] = run_id
+        if marked:
+            losses["shuffled_reverse_prompts"] = "same template"
+        folders.append(_write_run(tmp_path / f"seed{seed}", info, {"exp1": metrics}))
+    groups = group_runs(load_runs(folders), "exp1")
+    assert [(group.varying, group.run_dirs) for group in groups] == [
+        ({"shuffled_reverse_prompts": "any template (before 2026-12-05)"}, [str(f) for f in folders[:2]]),
+        ({"shuffled_reverse_prompts": "same template"}, [str(f) for f in folders[2:]]),
+    ]
+
+
 # ---------------------------------------------------------------- intervals and pooled likelihood tests (issue 18)
 
 FACTS = [f"Fact {i:02d}" for i in range(30)]

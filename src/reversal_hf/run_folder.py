@@ -23,6 +23,11 @@ METRICS_SUFFIX = "_metrics.json"
 CURVES = "curves.json"  # held-out metrics measured during training (`evaluation.curves`)
 OPENAI_TRAINING_MODE = "openai"  # run_info.json's training_mode of a job run through OpenAI's fine-tuning API
 RUN_ID = "run_id"  # in run_info.json and the metrics files: which training run's weights they describe
+# How B.8's shuffled reverse prompts were drawn (`prompt_tuning.shuffled_reverse_prompts` in exp1 metrics): another
+# fact's prompt under the same template since 2026-12-05; any other fact's prompt before, in metrics that also carry
+# no run id (both changes landed together).
+SHUFFLED_SAME_TEMPLATE = "same template"
+SHUFFLED_ANY_TEMPLATE = "any template (before 2026-12-05)"
 RUN_START = "run_start.json"  # a run in progress: its run id and resolved recipe, which resuming it must match
 TRAIN_LOCK = ".train.lock"  # the pid (and host) of the job training into the folder
 TOKENIZER_CONFIG = "tokenizer_config.json"

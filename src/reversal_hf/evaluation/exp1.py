@@ -184,6 +184,7 @@ def evaluate_prompt_tuning(data: Exp1Data, runner: Runner, fact: str, seed: int)
         "same_order_loss": mean_loss(same["prompt"], same["completion"]),
         "reverse_loss": mean_loss(reverse["prompt"], reverse["completion"]),
         "shuffled_reverse_loss": mean_loss(shuffled_prompts, reverse["completion"]),
+        "shuffled_reverse_prompts": run_folder.SHUFFLED_SAME_TEMPLATE,
         "n_same_order": len(same),
         "n_reverse": len(reverse),
     }

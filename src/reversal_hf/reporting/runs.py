@@ -29,6 +29,11 @@ PREFERRED_AXES = (
     "batch_size",
     "n_epochs",
 )
+# resolved_config entries added after runs had been committed, with the value the code before them behaved as: a run
+# trained before a key existed reads as trained with that value, so it groups with the later seeds of its configuration.
+KEYS_ADDED_LATER = {
+    "prompt_tuning_init": "text",  # 5179b73 added the random-init control; a fact's soft prompt was text-initialised
+}
 _REQUIRED_RUN_INFO = ("recipe", "seed")
 _REQUIRED_METRICS = {
     "exp1": ("exact_match",),
@@ -107,6 +112,15 @@ class Run:
     @property
     def hyperparameters(self) -> dict[str, Any]:
         config = self.info.get("resolved_config") or {}
+        config = {key: value for key, value in KEYS_ADDED_LATER.items() if config and key not in config} | config
+        b8 = self.metrics.get("exp1", {}).get("prompt_tuning")
+        if b8:  # B.8 scored against two different shuffled sets is two comparisons, not seeds of one
+            legacy = (
+                run_folder.SHUFFLED_SAME_TEMPLATE
+                if run_folder.RUN_ID in self.metrics["exp1"]
+                else run_folder.SHUFFLED_ANY_TEMPLATE
+            )
+            config = config | {"shuffled_reverse_prompts": b8.get("shuffled_reverse_prompts", legacy)}
         return {key: value for key, value in config.items() if key not in PER_RUN_KEYS}
 
 
