@@ -1,5 +1,5 @@
 """Experiment 1 evaluation: batched equals per-example, the likelihood test's random completions (every other fact
-under the template), the run dispatch on a prompt-tuning run of the tiny model, and bad input."""
+under the template), the run dispatch on a prompt-tuning run of the tiny model, progress in log files, and bad input."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch
 
 from reversal_hf import evaluation
 from reversal_hf.evaluation import exp1, likelihood
+from reversal_hf.evaluation.batching import index_batches
 from reversal_hf.evaluation.generation import greedy_generate
 from reversal_hf.evaluation.loading import load_model_and_tokenizer
 from reversal_hf.evaluation.scoring import completion_logprobs
@@ -210,7 +211,23 @@ def test_eval_run_writes_the_contract_for_a_prompt_tuning_run(prompt_tuning_run:
     table = pd.read_parquet(prompt_tuning_run / "eval" / "exp1_examples.parquet")
     assert len(table) == 2 * (3 + 4)
     assert set(table.loc[~table["split"].str.startswith("in_context/"), "name"]) == {"Uriah Hawthorne"}
-    assert "wrote" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "wrote" in captured.out
+    # Progress shows where stderr is not a terminal too (a long evaluation under `nohup` writes it to its log).
+    assert "generating" in captured.err and "batch" in captured.err
+
+
+def test_progress_bars_follow_the_hub_switch(capsys) -> None:
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+    list(index_batches([3, 1, 2], batch_size=2, description="scoring"))
+    assert "scoring" in capsys.readouterr().err
+    disable_progress_bars()  # what HF_HUB_DISABLE_PROGRESS_BARS=1 sets
+    try:
+        assert [len(batch) for batch in index_batches([3, 1, 2], batch_size=2, description="scoring")] == [2, 1]
+        assert capsys.readouterr().err == ""
+    finally:
+        enable_progress_bars()
 
 
 def test_exp1_cli_on_the_full_tiny_model(tiny_model_dir: Path, exp1_dataset_dir: Path, tmp_path: Path) -> None:

@@ -555,6 +555,31 @@ def test_accuracy_cells_carry_intervals_from_the_per_example_rows(pooled_runs: l
     assert cell in (tmp_path / "report.md").read_text()
 
 
+def test_a_one_fact_cell_bootstraps_its_prompts_not_the_one_fact(tmp_path: Path) -> None:
+    """B.8 tunes one fact per seed: resampled, one fact is always itself (an interval of width 0 however the seeds
+    differ), so the cell resamples the fact's prompts, each prompt's rows of every seed together."""
+    import pandas as pd
+
+    rng = random.Random(5)
+    prompts, folders = [f"prompt {i}" for i in range(10)], []
+    for seed in SEEDS:
+        right = [i <= 3 + seed for i in range(10)]  # 4, 5, 6 of the 10 prompts: seeds differ
+        folder = _write_run(tmp_path / f"s{seed}", _info("exp1_one_fact", seed), {"exp1": _exp1_metrics(rng, seed)})
+        rows = pd.DataFrame({"split": "p2d/test", "name": "Daphne Barrington", "prompt": prompts, "exact_match": right})
+        rows.to_parquet(folder / "eval" / "exp1_examples.parquet")
+        metrics = json.loads((folder / "eval" / "exp1_metrics.json").read_text())
+        metrics["exact_match"]["p2d/test"] = {"accuracy": sum(right) / 10, "n": 10}
+        (folder / "eval" / "exp1_metrics.json").write_text(json.dumps(metrics))
+        folders.append(folder)
+
+    report.write_report(folders, tmp_path / "report")
+    same = _json(tmp_path / "report")["exp1_table1"][0]["rows"][0]["same"]
+    correct = [i <= 3 + seed for seed in SEEDS for i in range(10)]
+    expected = accuracy_interval(FactCounts.from_rows(prompts * 3, correct), n_runs=3, unit="prompts")
+    assert same["ci"] == expected and expected["method"].startswith("bootstrap over prompts")
+    assert same["ci"]["low"] < same["mean"] < same["ci"]["high"]
+
+
 def test_likelihood_is_pooled_over_facts_and_seeds_and_holm_corrected(pooled_runs: list[Path], tmp_path: Path) -> None:
     report.write_report(pooled_runs, tmp_path)
     table = _json(tmp_path)["exp1_likelihood"]

@@ -2,7 +2,8 @@
 
 - Accuracy intervals: Wilson for one run's rows; for several seeds, a bootstrap over facts that keeps each fact's
   rows of every seed together (a fact answered by one seed is rarely independent of the same fact in another, and
-  the paper's unit of generalisation is the fact, not the prompt).
+  the paper's unit of generalisation is the fact, not the prompt); over a single fact's prompts where a cell asks
+  about one fact (B.8), since one fact resampled is always the same fact.
 - The likelihood test: a paired t-test and a Wilcoxon signed-rank test on per-fact differences (correct minus
   random log-prob), with a t interval of the mean difference.
 - Holm's step-down correction across a named family of tests.
@@ -85,17 +86,19 @@ def accuracy_interval(
     confidence: float = CONFIDENCE,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
+    unit: str = "facts",
 ) -> dict[str, Any]:
-    """`{"low", "high", "method"}`: Wilson for one run, else the percentile bootstrap over facts (seeds kept
-    together). Where every row is right (or every row wrong) a bootstrap has no variation to resample and would claim
-    [0, 0]; Wilson over the pooled rows then gives the width the sample size allows."""
+    """`{"low", "high", "method"}`: Wilson for one run, else the percentile bootstrap over the counted units, facts
+    unless `unit` names another (seeds kept together). Where every row is right (or every row wrong) a bootstrap has
+    no variation to resample and would claim [0, 0]; Wilson over the pooled rows then gives the width the sample size
+    allows."""
     successes, n = int(counts.correct.sum()), int(counts.total.sum())
     if n_runs <= 1 or successes in (0, n):
         low, high = wilson_interval(successes, n, confidence)
         return {"low": low, "high": high, "method": "wilson"}
     index = _resampled_facts(len(counts.facts), resamples, seed)
     low, high = _percentiles(counts.correct[index].sum(1) / counts.total[index].sum(1), confidence)
-    return {"low": low, "high": high, "method": f"bootstrap over facts ({resamples} resamples, seed {seed})"}
+    return {"low": low, "high": high, "method": f"bootstrap over {unit} ({resamples} resamples, seed {seed})"}
 
 
 def ratio_interval(

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
-from tqdm.auto import tqdm
+from huggingface_hub.utils import tqdm
 
 from reversal_hf.evaluation.errors import EvaluationError
 
@@ -45,7 +45,10 @@ def pad(sequences: Sequence[list[int]], pad_id: int, left: bool) -> tuple[Any, A
 
 
 def index_batches(lengths: Sequence[int], batch_size: int, description: str, same_length: bool = False) -> Any:
-    """Index batches, longest first (similar lengths pad little); `same_length` batches need no padding at all."""
+    """Index batches, longest first (similar lengths pad little); `same_length` batches need no padding at all.
+
+    The progress bar shows in log files too (a long evaluation under `nohup` is otherwise silent for minutes), and
+    follows the Hub's switch, `HF_HUB_DISABLE_PROGRESS_BARS=1`, as transformers' loading and Hub download bars do."""
     if batch_size < 1:
         raise EvaluationError(f"batch_size must be at least 1, got {batch_size}")
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
@@ -55,7 +58,7 @@ def index_batches(lengths: Sequence[int], batch_size: int, description: str, sam
     batches = [
         group[start : start + batch_size] for group in groups.values() for start in range(0, len(group), batch_size)
     ]
-    return tqdm(batches, desc=description, unit="batch", disable=None)
+    return tqdm(batches, desc=description, unit="batch")
 
 
 def is_prompt_learning(model: Any) -> bool:

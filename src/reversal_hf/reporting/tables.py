@@ -3,8 +3,8 @@
 Accuracies are fractions; the Markdown shows them as percentages. SD is the sample SD over seeds (ddof=1) and SE is
 SD/sqrt(n); both are None for a single seed, where they are undefined. An exact-match accuracy also carries `ci`, its
 95% interval (`reversal_hf.statistics.accuracy_interval`: Wilson for one run, a bootstrap over facts for several
-seeds), from the run folders' per-example tables. The likelihood tests are pooled over seeds per split and
-Holm-corrected across the table.
+seeds, over the prompts where a cell asks about one fact), from the run folders' per-example tables. The likelihood
+tests are pooled over seeds per split and Holm-corrected across the table.
 """
 
 from __future__ import annotations
@@ -67,21 +67,27 @@ FACT_COLUMNS = {"exp1": "name", "exp3": "pair_id"}
 
 
 def fact_counts(
-    run_dirs: Sequence[str | Path], experiment: str, split: str, order: Sequence[str] | None = None
+    run_dirs: Sequence[str | Path],
+    experiment: str,
+    split: str,
+    order: Sequence[str] | None = None,
+    column: str | None = None,
 ) -> FactCounts | None:
-    """Correct and total rows per fact of `split`, over the runs' `eval/<experiment>_examples.parquet`; None when a
-    run has no such rows (a run evaluated before the table existed, or a test's metrics-only folder)."""
+    """Correct and total rows per fact (or per value of another `column`) of `split`, over the runs'
+    `eval/<experiment>_examples.parquet`; None when a run has no such rows (a run evaluated before the table existed,
+    or a test's metrics-only folder)."""
+    column = column or FACT_COLUMNS[experiment]
     facts: list[str] = []
     correct: list[bool] = []
     for run_dir in run_dirs:
         path = run_folder.examples_path(run_dir, experiment)
         if not path.is_file():
             return None
-        table = pd.read_parquet(path, columns=["split", "exact_match", FACT_COLUMNS[experiment]])
+        table = pd.read_parquet(path, columns=["split", "exact_match", column])
         rows = table[table["split"] == split]
         if rows.empty:
             return None
-        facts += rows[FACT_COLUMNS[experiment]].astype(str).tolist()
+        facts += rows[column].astype(str).tolist()
         correct += rows["exact_match"].astype(bool).tolist()
     return FactCounts.from_rows(facts, correct, order)
 
@@ -90,6 +96,11 @@ def _interval(group: RunGroup, split: str, examples_split: str, *path: str) -> d
     """The 95% interval of one accuracy cell: from the per-example rows, or, for one run without them, Wilson from
     its metrics' accuracy and n."""
     counts = fact_counts(group.run_dirs, group.experiment, examples_split)
+    if counts is not None and len(counts.facts) == 1 and len(group.runs) > 1:
+        # One fact (B.8) resampled is always that fact, a zero-width interval however much seeds differ: resample its
+        # prompts instead, each prompt's rows of every seed together (seeds answer a prompt alike, so rows are not n).
+        prompts = fact_counts(group.run_dirs, group.experiment, examples_split, column="prompt")
+        return accuracy_interval(prompts, len(group.runs), unit="prompts") if prompts else None
     if counts is not None:
         return accuracy_interval(counts, len(group.runs))
     accuracy, n = _collect(group, *path, split, "accuracy"), _collect(group, *path, split, "n")
