@@ -402,6 +402,7 @@ def test_api_and_cli_dispatch(runs: dict[str, list[Path]], tmp_path: Path, capsy
     path = report.write_report(runs["exp3"], tmp_path / "exp3-report", title="Exp 3 only")
     assert path == tmp_path / "exp3-report" / "report.md" and path.read_text().startswith("# Exp 3 only")
     assert json.loads(path.with_name("report.json").read_text())["paper"] == paper_numbers.reported()
+    assert "figures" in capsys.readouterr().err  # drawing the figures shows progress, in a log file too
     missing = tmp_path / "missing-run"
     assert cli.main(["report", str(missing), "--output", str(tmp_path / "out")]) == 1
     assert capsys.readouterr().err == f"error: {missing}: not a folder\n"
