@@ -112,7 +112,7 @@ class Run:
     @property
     def hyperparameters(self) -> dict[str, Any]:
         config = self.info.get("resolved_config") or {}
-        config = {key: value for key, value in KEYS_ADDED_LATER.items() if config and key not in config} | config
+        config = KEYS_ADDED_LATER | config if config else {}
         b8 = self.metrics.get("exp1", {}).get("prompt_tuning")
         if b8:  # B.8 scored against two different shuffled sets is two comparisons, not seeds of one
             legacy = (
